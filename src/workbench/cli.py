@@ -1,0 +1,61 @@
+"""The `workbench` command. With no subcommand it opens the app; each subcommand lives in its own
+module under `workbench.commands` and registers itself through `add_parser`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from workbench import __version__
+from workbench.errors import WorkbenchError
+
+# Subcommand modules, in the order `--help` lists them. A module that is absent is skipped.
+COMMAND_MODULES = ("run", "runtimes", "serve", "bench", "replay")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="workbench",
+        description="Chat with, monitor and compare LLM runtimes side by side.",
+        epilog="With no command, opens the app (workbench --actor SPEC --actor SPEC ...).",
+    )
+    parser.add_argument("--version", action="version", version=f"workbench {__version__}")
+    parser.add_argument(
+        "--actor", action="append", default=[], metavar="SPEC",
+        help="open a pane on this actor (runtime:model[@host]); repeat for more panes",
+    )
+    parser.add_argument("--sessions", metavar="DIR", help="folder for session files (default: ./sessions)")
+    parser.add_argument("--theme", help="theme to start with")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"workbench.commands.{name}")
+        except ModuleNotFoundError as error:
+            if error.name == f"workbench.commands.{name}":
+                continue
+            raise
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    try:
+        if handler is None:
+            from workbench.commands.app import run_app
+
+            return run_app(args)
+        return int(handler(args) or 0)
+    except WorkbenchError as error:
+        print(f"workbench: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

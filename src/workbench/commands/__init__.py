@@ -1,0 +1,1 @@
+"""One module per `workbench` subcommand; each defines `add_parser(subparsers)`."""

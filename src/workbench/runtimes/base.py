@@ -1,0 +1,311 @@
+"""`ModelRuntimeActor`: one interface for every runtime, whatever runs the model.
+
+Callers use the public operations (`chat`, `generate`, ...). Each returns a `TextReply` at once:
+`async for chunk in actor.chat(...)` streams; `await actor.chat(...)` gives the complete
+`Completion`. Runtimes implement only the `stream_*` / `run_embed` hooks; the base class queues them
+in the actor's mailbox, measures them (see `workbench.metrics.request`) and checks capabilities.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field
+
+from workbench.actors.actor import Actor, Message, Reply
+from workbench.actors.limit import ConcurrencyLimit
+from workbench.errors import NotSupported
+from workbench.metrics.request import MetricsRecorder, RequestMetrics
+from workbench.metrics.sampler import ProcessTarget
+from workbench.runtimes.types import (
+    Capabilities,
+    ChatMessage,
+    Chunk,
+    Completion,
+    Embeddings,
+    GenerationOptions,
+    ImagePart,
+    ImageURL,
+    RuntimeStats,
+    TextPart,
+    Usage,
+    as_messages,
+    encode_data_url,
+)
+
+TEXT_OPERATIONS = ("generate", "complete", "chat", "think", "summarize_text", "summarize_image")
+OPERATIONS = (*TEXT_OPERATIONS, "embed", "stats")
+
+SUMMARIZE_TEXT_INSTRUCTION = (
+    "Summarize the following text in a few sentences. Keep the key facts; add nothing that is not in it."
+)
+SUMMARIZE_IMAGE_INSTRUCTION = "Describe this image in a few sentences: what it shows and anything notable."
+
+
+@dataclass(frozen=True, slots=True)
+class Availability:
+    """Whether a runtime can run here, and if not, why (shown by `workbench runtimes`)."""
+
+    available: bool
+    reason: str = ""
+
+
+class GenerateRequest(BaseModel):
+    """`generate` applies the model's prompt template; `complete` (raw) continues the text as is."""
+
+    prompt: str
+    system: str | None = None
+    images: list[str] = Field(default_factory=list)  # data: URLs
+    raw: bool = False
+    options: GenerationOptions = Field(default_factory=GenerationOptions)
+
+
+class ChatRequest(BaseModel):
+    messages: list[ChatMessage]
+    options: GenerationOptions = Field(default_factory=GenerationOptions)
+
+
+class EmbedRequest(BaseModel):
+    inputs: list[str]
+    options: GenerationOptions = Field(default_factory=GenerationOptions)
+
+
+class TextReply(Reply[Completion]):
+    """A reply to a text operation: iterate for chunks, await for the Completion."""
+
+
+ImageInput = bytes | str | Path
+
+
+def image_to_data_url(image: ImageInput) -> str:
+    """Accept raw bytes, a data: URL, or a local file path."""
+    if isinstance(image, bytes):
+        return encode_data_url(image, _sniff_mime(image))
+    if isinstance(image, str) and image.startswith("data:"):
+        return image
+    path = Path(image)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    data = path.read_bytes()
+    return encode_data_url(data, _sniff_mime(data))
+
+
+def _sniff_mime(data: bytes) -> str:
+    if data.startswith(b"\x89PNG"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8"):
+        return "image/jpeg"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return "image/webp"
+    return "application/octet-stream"
+
+
+class ModelRuntimeActor(Actor):
+    """The abstract runtime actor. Subclasses set `runtime` (the spec name) and `capabilities`."""
+
+    runtime: ClassVar[str] = "abstract"
+    family: ClassVar[str] = "abstract"
+    description: ClassVar[str] = ""
+    capabilities: Capabilities = Capabilities()
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        host: str | None = None,
+        name: str | None = None,
+        limit: ConcurrencyLimit | None = None,
+        options: GenerationOptions | None = None,
+        threads: int | None = None,
+    ) -> None:
+        super().__init__(name or f"{self.runtime}:{model}", limit=limit)
+        self.model = model
+        self.host = host
+        self.default_options = options or GenerationOptions()
+        self.threads = threads if threads is not None else (os.cpu_count() or 1)
+        self.requests = 0
+        self.last_metrics: RequestMetrics | None = None
+
+    # ----- what the runtime can do here -------------------------------------------------------------
+    @classmethod
+    async def availability(cls, host: str | None = None) -> Availability:
+        """Whether this runtime can run on this machine; subclasses check binaries, packages, servers."""
+        return Availability(True)
+
+    @property
+    def spec(self) -> str:
+        return f"{self.runtime}:{self.model}" + (f"@{self.host}" if self.host else "")
+
+    def memory_target(self) -> ProcessTarget | None:
+        """The process that holds the model, for the resource sampler (None: not known)."""
+        return None
+
+    # ----- public operations ----------------------------------------------------------------------------
+    def generate(
+        self,
+        prompt: str,
+        *,
+        system: str | None = None,
+        images: Sequence[ImageInput] = (),
+        options: GenerationOptions | dict[str, Any] | None = None,
+    ) -> TextReply:
+        request = GenerateRequest(
+            prompt=prompt,
+            system=system,
+            images=[image_to_data_url(image) for image in images],
+            options=self._options(options),
+        )
+        return self._send_text("generate", request)
+
+    def complete(self, prompt: str, *, options: GenerationOptions | dict[str, Any] | None = None) -> TextReply:
+        return self._send_text("complete", GenerateRequest(prompt=prompt, raw=True, options=self._options(options)))
+
+    def chat(
+        self,
+        messages: str | ChatMessage | dict[str, Any] | Sequence[ChatMessage | dict[str, Any]],
+        *,
+        options: GenerationOptions | dict[str, Any] | None = None,
+    ) -> TextReply:
+        return self._send_text("chat", ChatRequest(messages=as_messages(messages), options=self._options(options)))
+
+    def think(
+        self,
+        messages: str | ChatMessage | dict[str, Any] | Sequence[ChatMessage | dict[str, Any]],
+        *,
+        options: GenerationOptions | dict[str, Any] | None = None,
+    ) -> TextReply:
+        """Chat with thinking on: thinking deltas stream in `Chunk.thinking`, apart from the answer."""
+        chosen = self._options(options)
+        if chosen.think in (None, False):
+            chosen = chosen.model_copy(update={"think": True})
+        return self._send_text("think", ChatRequest(messages=as_messages(messages), options=chosen))
+
+    def summarize_text(
+        self,
+        text: str,
+        *,
+        instruction: str = SUMMARIZE_TEXT_INSTRUCTION,
+        options: GenerationOptions | dict[str, Any] | None = None,
+    ) -> TextReply:
+        messages = [ChatMessage(role="user", content=f"{instruction}\n\n{text}")]
+        return self._send_text("summarize_text", ChatRequest(messages=messages, options=self._options(options)))
+
+    def summarize_image(
+        self,
+        image: ImageInput,
+        *,
+        instruction: str = SUMMARIZE_IMAGE_INSTRUCTION,
+        options: GenerationOptions | dict[str, Any] | None = None,
+    ) -> TextReply:
+        self._check("summarize_image")
+        parts = [TextPart(text=instruction), ImagePart(image_url=ImageURL(url=image_to_data_url(image)))]
+        messages = [ChatMessage(role="user", content=parts)]
+        return self._send_text("summarize_image", ChatRequest(messages=messages, options=self._options(options)))
+
+    def embed(
+        self, inputs: str | Sequence[str], *, options: GenerationOptions | dict[str, Any] | None = None
+    ) -> Reply[Embeddings]:
+        self._check("embed")
+        batch = [inputs] if isinstance(inputs, str) else list(inputs)
+        if not batch:
+            raise ValueError("embed needs at least one input")
+        return self.send("embed", EmbedRequest(inputs=batch, options=self._options(options)))
+
+    async def stats(self) -> RuntimeStats:
+        """A snapshot, answered at once: it does not wait behind queued work in the mailbox."""
+        return RuntimeStats(
+            runtime=self.runtime,
+            model=self.model,
+            actor=self.name,
+            state=str(self.state),
+            threads=self.threads,
+            queued=self.queued,
+            requests=self.requests,
+            errors=self.errors,
+            restarts=self.restarts,
+            last_request=self.last_metrics,
+            **await self.runtime_stats(),
+        )
+
+    async def runtime_stats(self) -> dict[str, Any]:
+        """Runtime-specific fields of RuntimeStats (parameters, dtype, memory, details...)."""
+        return {}
+
+    # ----- hooks runtimes implement ------------------------------------------------------------------
+    def stream_generate(self, request: GenerateRequest, message: Message) -> AsyncIterator[Chunk]:
+        raise NotSupported(self.runtime, "generate" if not request.raw else "complete")
+
+    def stream_chat(self, request: ChatRequest, message: Message) -> AsyncIterator[Chunk]:
+        raise NotSupported(self.runtime, "chat")
+
+    async def run_embed(self, request: EmbedRequest, message: Message) -> Embeddings:
+        raise NotSupported(self.runtime, "embed")
+
+    # ----- mailbox dispatch -----------------------------------------------------------------------------
+    def receive(self, message: Message) -> Any:
+        operation = message.operation
+        if operation in ("generate", "complete"):
+            return self._measured(message, self.stream_generate(message.payload, message))
+        if operation in ("chat", "think", "summarize_text", "summarize_image"):
+            return self._measured(message, self.stream_chat(message.payload, message))
+        if operation == "embed":
+            return self._embed_measured(message)
+        return super().receive(message)
+
+    async def _measured(self, message: Message, stream: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+        recorder = MetricsRecorder(message.correlation_id, message.operation, sent_at=message.sent_at)
+        recorder.started(message.started_at)
+        usage: Usage | None = None
+        finish_reason: str | None = None
+        self.requests += 1
+        async for chunk in stream:
+            if chunk.text or chunk.thinking:
+                recorder.token(chunk.tokens)
+                yield Chunk(text=chunk.text, thinking=chunk.thinking, tokens=chunk.tokens)
+            if chunk.done:
+                usage = chunk.usage
+                finish_reason = chunk.finish_reason
+        metrics = recorder.finish(
+            input_tokens=usage.input_tokens if usage else None,
+            output_tokens=usage.output_tokens if usage else None,
+            server=(usage.server or {}) if usage else {},
+        )
+        self.last_metrics = metrics
+        yield Chunk(done=True, metrics=metrics, finish_reason=finish_reason or "stop")
+
+    async def _embed_measured(self, message: Message) -> Embeddings:
+        recorder = MetricsRecorder(message.correlation_id, "embed", sent_at=message.sent_at)
+        recorder.started(message.started_at)
+        self.requests += 1
+        result = await self.run_embed(message.payload, message)
+        metrics = recorder.finish(
+            input_tokens=result.metrics.input_tokens if result.metrics else None,
+            output_tokens=0,
+            server=result.metrics.server if result.metrics else {},
+        )
+        self.last_metrics = metrics
+        return result.model_copy(update={"metrics": metrics})
+
+    # ----- helpers -------------------------------------------------------------------------------------
+    def _options(self, options: GenerationOptions | dict[str, Any] | None) -> GenerationOptions:
+        if options is None:
+            return self.default_options
+        given = options if isinstance(options, GenerationOptions) else GenerationOptions.model_validate(options)
+        merged = self.default_options.model_dump(exclude_unset=True) | given.model_dump(exclude_unset=True)
+        return GenerationOptions.model_validate(merged)
+
+    def _check(self, operation: str) -> None:
+        if not self.capabilities.supports(operation):
+            reason = self.capabilities.notes.get(operation, "")
+            raise NotSupported(f"{self.runtime} ({self.model})", operation, reason)
+
+    def _send_text(self, operation: str, request: BaseModel) -> TextReply:
+        self._check(operation)
+        reply = self.send(operation, request, stream=True, aggregate=Completion.from_chunks, reply_class=TextReply)
+        return reply  # type: ignore[return-value]

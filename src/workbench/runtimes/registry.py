@@ -1,0 +1,152 @@
+"""Actor specs (`runtime:model[@host]`) and the runtimes they name.
+
+Runtimes are imported lazily by dotted path, so `workbench --help` does not load torch, and a
+runtime whose dependencies are missing is reported as unavailable rather than breaking the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from workbench.errors import SpecError
+from workbench.runtimes.base import Availability, ModelRuntimeActor
+
+DEFAULT_RUNTIME = "transformers"
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeEntry:
+    name: str
+    target: str | type[ModelRuntimeActor]  # "module:Class" or the class itself
+    summary: str
+    aliases: tuple[str, ...] = ()
+
+    def load(self) -> type[ModelRuntimeActor]:
+        if not isinstance(self.target, str):
+            return self.target
+        module_name, _, class_name = self.target.partition(":")
+        module = importlib.import_module(module_name)
+        cls = getattr(module, class_name)
+        if not (isinstance(cls, type) and issubclass(cls, ModelRuntimeActor)):
+            raise TypeError(f"{self.target} is not a ModelRuntimeActor")
+        return cls
+
+
+_RUNTIMES: dict[str, RuntimeEntry] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_runtime(entry: RuntimeEntry) -> None:
+    _RUNTIMES[entry.name] = entry
+    for alias in entry.aliases:
+        _ALIASES[alias] = entry.name
+
+
+def unregister_runtime(name: str) -> None:
+    entry = _RUNTIMES.pop(name, None)
+    if entry is not None:
+        for alias in entry.aliases:
+            _ALIASES.pop(alias, None)
+
+
+for _entry in (
+    RuntimeEntry("transformers", "workbench.runtimes.transformers:TransformersRuntimeActor",
+                 "Hugging Face transformers, in process", ("hf",)),
+    RuntimeEntry("torch", "workbench.runtimes.torch:TorchRuntimeActor",
+                 "workbench's own llama engine on plain PyTorch, in process"),
+    RuntimeEntry("ollama-rest", "workbench.runtimes.ollama_rest:OllamaRESTRuntimeActor",
+                 "Ollama's HTTP API, with httpx", ("ollama",)),
+    RuntimeEntry("ollama-lib", "workbench.runtimes.ollama_lib:OllamaLibRuntimeActor",
+                 "Ollama through the ollama Python library"),
+    RuntimeEntry("ollama-cli", "workbench.runtimes.ollama_cli:OllamaCLIRuntimeActor",
+                 "Ollama through `ollama run`, as a subprocess"),
+):
+    register_runtime(_entry)
+
+
+def runtime_names() -> list[str]:
+    return list(_RUNTIMES)
+
+
+def _valid_forms() -> str:
+    names = ", ".join(sorted(_RUNTIMES))
+    return f"write runtime:model[@host], where runtime is one of: {names}"
+
+
+@dataclass(frozen=True, slots=True)
+class ActorSpec:
+    """`runtime:model[@host]`: `torch:smollm2`, `ollama:llama3.2:1b@http://gpu-box:11434`.
+
+    A bare model name (`smollm2`) means the default runtime, transformers.
+    """
+
+    runtime: str
+    model: str
+    host: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.runtime}:{self.model}" + (f"@{self.host}" if self.host else "")
+
+
+def parse_spec(text: str) -> ActorSpec:
+    spec = text.strip()
+    if not spec:
+        raise SpecError(f"empty actor spec: {_valid_forms()}")
+    if any(ch.isspace() for ch in spec):
+        raise SpecError(f"actor spec {text!r} contains spaces: {_valid_forms()}")
+    runtime, colon, rest = spec.partition(":")
+    if not colon:
+        if runtime in _RUNTIMES or runtime in _ALIASES:
+            raise SpecError(f"actor spec {text!r} names a runtime but no model: {_valid_forms()}")
+        runtime, rest = DEFAULT_RUNTIME, spec
+    runtime = _ALIASES.get(runtime, runtime)
+    if runtime not in _RUNTIMES:
+        raise SpecError(f"unknown runtime {runtime!r} in {text!r}: {_valid_forms()}")
+    model, at, host = rest.rpartition("@") if "@" in rest else (rest, "", "")
+    if not model:
+        raise SpecError(f"actor spec {text!r} has no model: {_valid_forms()}")
+    if at and not host:
+        raise SpecError(f"actor spec {text!r} ends with '@' but names no host: {_valid_forms()}")
+    return ActorSpec(runtime, model, host or None)
+
+
+def runtime_class(name: str) -> type[ModelRuntimeActor]:
+    name = _ALIASES.get(name, name)
+    if name not in _RUNTIMES:
+        raise SpecError(f"unknown runtime {name!r}: {_valid_forms()}")
+    return _RUNTIMES[name].load()
+
+
+def create_actor(spec: str | ActorSpec, **options: Any) -> ModelRuntimeActor:
+    """Build (not start) the actor a spec names; `options` go to its constructor (threads, limit...)."""
+    parsed = spec if isinstance(spec, ActorSpec) else parse_spec(spec)
+    cls = runtime_class(parsed.runtime)
+    return cls(parsed.model, host=parsed.host, **options)
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeReport:
+    name: str
+    summary: str
+    family: str
+    availability: Availability
+
+
+async def _report(entry: RuntimeEntry, host: str | None) -> RuntimeReport:
+    try:
+        cls = entry.load()
+    except Exception as error:  # a missing dependency: report it, don't break the listing
+        return RuntimeReport(entry.name, entry.summary, "?", Availability(False, f"cannot load: {error}"))
+    try:
+        availability = await cls.availability(host)
+    except Exception as error:
+        availability = Availability(False, f"availability check failed: {error}")
+    return RuntimeReport(entry.name, entry.summary, cls.family, availability)
+
+
+async def list_runtimes(host: str | None = None) -> list[RuntimeReport]:
+    """Every known runtime with whether it can run here, and why not."""
+    return list(await asyncio.gather(*(_report(entry, host) for entry in _RUNTIMES.values())))

@@ -1,0 +1,304 @@
+"""Reading and writing session and benchmark files, crash-safely.
+
+- A running session appends one JSON line per event to `<id>.journal.jsonl` (flushed per event,
+  fsynced at most once a second and on close): a crash loses at most the line being written, and
+  the journal loads up to its last complete line.
+- A saved session or benchmark run is written atomically: a temporary file in the same folder,
+  fsynced, then renamed over the target, so a reader sees the old file or the new one, never half.
+- Loading validates everything and never executes anything; a bad file raises SessionFileError
+  naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from workbench.errors import SessionFileError
+from workbench.sessions.redact import redact
+from workbench.sessions.schema import (
+    BENCHMARK_FORMAT,
+    JOURNAL_FORMAT,
+    SCHEMA_VERSION,
+    SESSION_FORMAT,
+    BenchmarkRun,
+    ChatSession,
+    PaneRecord,
+    SessionEvent,
+    SessionHeader,
+)
+
+MAX_FILE_BYTES = 256 * 1024 * 1024
+FSYNC_INTERVAL_S = 1.0
+JOURNAL_SUFFIX = ".journal.jsonl"
+M = TypeVar("M", bound=BaseModel)
+_event_adapter: TypeAdapter[Any] = TypeAdapter(SessionEvent)
+
+
+def default_sessions_dir() -> Path:
+    """`$WORKBENCH_SESSIONS`, else `sessions/` in the current folder."""
+    return Path(os.environ.get("WORKBENCH_SESSIONS", "sessions"))
+
+
+def to_json_data(model: BaseModel) -> Any:
+    """What gets written for a model: its JSON form with secrets redacted."""
+    return redact(model.model_dump(mode="json"))
+
+
+# ----- atomic writes -------------------------------------------------------------------------------------
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp_name)
+        raise
+    _fsync_dir(path.parent)
+
+
+def save_model(model: BaseModel, path: Path) -> Path:
+    atomic_write_text(Path(path), json.dumps(to_json_data(model), indent=1, ensure_ascii=False) + "\n")
+    return Path(path)
+
+
+def save_session(session: ChatSession, path: Path) -> Path:
+    return save_model(session.model_copy(update={"format": SESSION_FORMAT}), path)
+
+
+def save_benchmark(run: BenchmarkRun, path: Path) -> Path:
+    return save_model(run, path)
+
+
+# ----- the journal ----------------------------------------------------------------------------------------
+class SessionJournal:
+    """Append-only journal of a running session."""
+
+    def __init__(self, path: Path, header: SessionHeader) -> None:
+        self.path = Path(path)
+        self.header = header
+        self.started = time.monotonic()
+        self._last_sync = 0.0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._stream: IO[str] | None = open(self.path, "x", encoding="utf-8")
+        self._write(to_json_data(header.model_copy(update={"format": JOURNAL_FORMAT})), sync=True)
+
+    @classmethod
+    def create(cls, folder: Path, header: SessionHeader) -> SessionJournal:
+        return cls(Path(folder) / f"{header.id}{JOURNAL_SUFFIX}", header)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def append(self, event: BaseModel) -> None:
+        self._write(to_json_data(event))
+
+    def add_pane(self, record: PaneRecord) -> None:
+        from workbench.sessions.schema import PaneEvent
+
+        self.append(PaneEvent(t=self.elapsed(), pane=record.id, record=record))
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._sync()
+            self._stream.close()
+            self._stream = None
+
+    @property
+    def closed(self) -> bool:
+        return self._stream is None
+
+    def _write(self, data: Any, *, sync: bool = False) -> None:
+        if self._stream is None:
+            raise ValueError(f"journal {self.path} is closed")
+        self._stream.write(json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self._stream.flush()
+        if sync or time.monotonic() - self._last_sync >= FSYNC_INTERVAL_S:
+            self._sync()
+
+    def _sync(self) -> None:
+        if self._stream is not None:
+            os.fsync(self._stream.fileno())
+            self._last_sync = time.monotonic()
+
+    def __enter__(self) -> SessionJournal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ----- loading --------------------------------------------------------------------------------------------
+def _read_text(path: Path) -> str:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise SessionFileError(path, "no such file") from None
+    except OSError as error:
+        raise SessionFileError(path, f"cannot read it ({error.strerror})") from None
+    if size > MAX_FILE_BYTES:
+        raise SessionFileError(path, f"file is {size} bytes, more than the {MAX_FILE_BYTES} bytes allowed")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SessionFileError(path, f"not UTF-8 text (byte {error.start})") from None
+    except OSError as error:
+        raise SessionFileError(path, f"cannot read it ({error.strerror})") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _parse_json(path: Path, text: str, where: str = "") -> Any:
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise SessionFileError(path, f"JSON nested too deeply{where}") from None
+    except ValueError as error:
+        detail = f"line {error.lineno} column {error.colno}: {error.msg}" if isinstance(error, json.JSONDecodeError) else str(error)
+        raise SessionFileError(path, f"not valid JSON{where} ({detail})") from None
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors()[:3]:
+        location = ".".join(str(part) for part in item["loc"]) or "top level"
+        problems.append(f"{location}: {item['msg']}")
+    more = f" (and {error.error_count() - 3} more)" if error.error_count() > 3 else ""
+    return "; ".join(problems) + more
+
+
+def _check_format(path: Path, data: Any, expected: tuple[str, ...]) -> None:
+    if not isinstance(data, dict):
+        raise SessionFileError(path, f"expected a JSON object, found {type(data).__name__}")
+    found = data.get("format")
+    if found not in expected:
+        raise SessionFileError(path, f"not a workbench file of the expected kind (format {found!r}, expected {' or '.join(expected)})")
+    version = data.get("version")
+    if version != SCHEMA_VERSION:
+        raise SessionFileError(
+            path, f"unsupported version {version!r}: this workbench reads version {SCHEMA_VERSION}"
+        )
+
+
+def _validate(path: Path, model: type[M], data: Any, where: str = "") -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise SessionFileError(path, f"does not match the {model.__name__} schema{where}: {_describe(error)}") from None
+
+
+def load_session(path: Path | str) -> ChatSession:
+    """Load a saved session (`.json`) or a journal (`.journal.jsonl`, possibly cut short by a crash)."""
+    path = Path(path)
+    text = _read_text(path)
+    if path.name.endswith(".jsonl"):
+        return _load_journal(path, text)
+    data = _parse_json(path, text)
+    _check_format(path, data, (SESSION_FORMAT,))
+    return _validate(path, ChatSession, data)
+
+
+def _load_journal(path: Path, text: str) -> ChatSession:
+    lines = text.split("\n")
+    complete = lines[:-1]  # the text after the last newline is a line cut off mid-write, if any
+    if not complete:
+        raise SessionFileError(path, "empty journal (no complete header line)")
+    header_data = _parse_json(path, complete[0], " on line 1")
+    _check_format(path, header_data, (JOURNAL_FORMAT,))
+    header = _validate(path, SessionHeader, header_data, " on line 1")
+    events = []
+    for number, line in enumerate(complete[1:], start=2):
+        if not line.strip():
+            continue
+        data = _parse_json(path, line, f" on line {number}")
+        try:
+            events.append(_event_adapter.validate_python(data))
+        except ValidationError as error:
+            raise SessionFileError(path, f"line {number} is not a valid session event: {_describe(error)}") from None
+    return ChatSession(**header.model_dump(exclude={"format"}), format=SESSION_FORMAT, events=events)
+
+
+def load_benchmark(path: Path | str) -> BenchmarkRun:
+    path = Path(path)
+    data = _parse_json(path, _read_text(path))
+    _check_format(path, data, (BENCHMARK_FORMAT,))
+    return _validate(path, BenchmarkRun, data)
+
+
+# ----- listing --------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SessionSummary:
+    path: Path
+    name: str
+    created_at: datetime
+    panes: list[str]
+    turns: int
+    journal: bool
+
+
+def list_sessions(folder: Path | None = None) -> tuple[list[SessionSummary], list[SessionFileError]]:
+    """Sessions in `folder`, newest first, and the files that could not be read (shown, not hidden)."""
+    folder = Path(folder or default_sessions_dir())
+    found: list[SessionSummary] = []
+    problems: list[SessionFileError] = []
+    if not folder.is_dir():
+        return found, problems
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        is_journal = path.name.endswith(JOURNAL_SUFFIX)
+        if not (is_journal or path.suffix == ".json"):
+            continue
+        try:
+            if not is_journal and _peek_format(path) != SESSION_FORMAT:
+                continue  # benchmark runs live here too
+            session = load_session(path)
+        except SessionFileError as error:
+            problems.append(error)
+            continue
+        found.append(
+            SessionSummary(path, session.name or session.id, session.created_at,
+                           [pane.spec for pane in session.all_panes()], session.turns, is_journal)
+        )
+    found.sort(key=lambda summary: summary.created_at, reverse=True)
+    return found, problems
+
+
+def _peek_format(path: Path) -> str | None:
+    with open(path, "rb") as stream:
+        head = stream.read(4096).decode("utf-8", errors="replace")
+    marker = head.find('"format"')
+    if marker < 0:
+        return None
+    rest = head[marker + len('"format"'):].lstrip(" \n:")
+    return rest[1:].split('"', 1)[0] if rest.startswith('"') else None
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
