@@ -19,6 +19,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 from workbench.actors import events
@@ -347,14 +348,14 @@ class Actor(EventEmitter):
                 result = outcome
             if message.cancelled:
                 raise asyncio.CancelledError
-            settle = lambda: self._succeed(reply, result)  # noqa: E731
+            settle = partial(self._succeed, reply, result)
         except asyncio.CancelledError:
-            settle = lambda: self._cancelled(reply)  # noqa: E731
+            settle = partial(self._cancelled, reply)
         except ActorCrashed as error:
             self.state = ActorState.FAILED  # announced once the reply settles
-            settle = lambda: (self._record_error(reply, error), self._emit_state())  # noqa: E731
+            settle = partial(self._record_error, reply, error, announce_state=True)
         except Exception as error:
-            settle = lambda: self._record_error(reply, error)  # noqa: E731
+            settle = partial(self._record_error, reply, error)
         finally:
             if inspect.isasyncgen(outcome):
                 await outcome.aclose()
@@ -374,11 +375,13 @@ class Actor(EventEmitter):
         reply._fail(MessageCancelled(f"{reply.message.operation} {reply.correlation_id} was cancelled"))
         self._emit(events.CANCELLED, reply.message)
 
-    def _record_error(self, reply: Reply[Any], error: Exception) -> None:
+    def _record_error(self, reply: Reply[Any], error: Exception, *, announce_state: bool = False) -> None:
         self.errors += 1
         self.last_error = error
         reply._fail(error)
         self._emit(events.ERROR, reply.message, error)
+        if announce_state:
+            self._emit_state()
 
     def _cancel(self, reply: Reply[Any]) -> None:
         if reply is self._current and self._current_task is not None:

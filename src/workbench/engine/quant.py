@@ -1,0 +1,125 @@
+"""Linear layers over GGUF weights in several storage formats.
+
+Decoding one token is a chain of matrix-vector products, so speed is set by how many weight bytes
+cross the memory bus per token. fp32 weights cost 4 bytes/param; the Q4_1 blocks in the file cost
+0.625. This torch build's CPU kernels were measured (``benchmarks/engine_speed.py`` and the notes
+in the engine README section of ``__init__``):
+
+* ``_weight_int4pack_mm_for_cpu`` can hold Q4_1 blocks of 32 losslessly (``w = (q-8)*s + z`` with
+  ``s = d``, ``z = m + 8d``) and is fast only for bfloat16 activations (fp32 activations hit a
+  scalar path ~30x slower). Its output is bfloat16 too, so every projection carries ~2^-9 relative
+  rounding: close to, but not bit-compatible with, an fp32 reference.
+* ``_weight_int8pack_mm`` (per-channel int8) is fast only for bfloat16 as well, and requantizing
+  32-element groups to one scale per row loses information on top of that.
+* Dense fp32 ``F.linear`` is exact and bandwidth-bound (~11 GB/s per core here).
+
+Every layer class exposes ``__call__(x) -> y`` on float32 tensors and ``nbytes`` so the engine can
+report memory; inputs/outputs are always float32, whatever the storage.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "DenseLinear",
+    "Int4Linear",
+    "Int8Linear",
+    "LinearLike",
+    "int4_from_q4",
+    "int8_from_float",
+]
+
+_GROUP = 32
+
+
+class LinearLike(Protocol):
+    """A bias-free projection ``y = x @ W.T`` on float32 activations."""
+
+    out_features: int
+    in_features: int
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    @property
+    def nbytes(self) -> int: ...
+
+
+class DenseLinear:
+    """Plain ``F.linear`` over a dense weight (fp32 for exactness, bf16 as a cheaper option)."""
+
+    __slots__ = ("weight", "out_features", "in_features")
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        self.weight = weight.contiguous()
+        self.out_features, self.in_features = (int(s) for s in weight.shape)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        if w.dtype == x.dtype:
+            return F.linear(x, w)
+        return F.linear(x.to(w.dtype), w).float()
+
+    @property
+    def nbytes(self) -> int:
+        return self.weight.numel() * self.weight.element_size()
+
+
+class Int4Linear:
+    """Groupwise 4-bit weights via ``aten._weight_int4pack_mm_for_cpu`` (bf16 compute)."""
+
+    __slots__ = ("packed", "scales_zeros", "out_features", "in_features", "_mm")
+
+    def __init__(self, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> None:
+        """``q`` uint8 [N, K] in 0..15, ``scale``/``zero`` [N, K/32]; weight = (q - 8)*scale + zero."""
+        n, k = q.shape
+        if k % _GROUP:
+            raise ValueError(f"in_features {k} is not a multiple of {_GROUP}")
+        self.out_features, self.in_features = int(n), int(k)
+        self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32).contiguous(), 1)
+        sz = torch.stack([scale.t(), zero.t()], dim=-1)  # [K/32, N, 2]
+        self.scales_zeros = sz.to(torch.bfloat16).contiguous()
+        self._mm = torch.ops.aten._weight_int4pack_mm_for_cpu
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self._mm(x.to(torch.bfloat16), self.packed, _GROUP, self.scales_zeros).float()
+
+    @property
+    def nbytes(self) -> int:
+        return self.packed.numel() + self.scales_zeros.numel() * 2
+
+
+class Int8Linear:
+    """Per-output-channel int8 weights via ``aten._weight_int8pack_mm`` (bf16 compute)."""
+
+    __slots__ = ("weight", "scales", "out_features", "in_features", "_mm")
+
+    def __init__(self, weight: torch.Tensor, scales: torch.Tensor) -> None:
+        self.weight = weight.contiguous()
+        self.scales = scales.to(torch.bfloat16).contiguous()
+        self.out_features, self.in_features = (int(s) for s in weight.shape)
+        self._mm = torch.ops.aten._weight_int8pack_mm
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self._mm(x.to(torch.bfloat16), self.weight, self.scales).float()
+
+    @property
+    def nbytes(self) -> int:
+        return self.weight.numel() + self.scales.numel() * 2
+
+
+def int4_from_q4(q: torch.Tensor, d: torch.Tensor, m: torch.Tensor | None) -> Int4Linear:
+    """Q4_1 (``d*q + m``) or Q4_0 (``d*(q-8)``, ``m=None``) blocks as an :class:`Int4Linear`."""
+    zero = torch.zeros_like(d) if m is None else m + 8.0 * d
+    return Int4Linear(q, d, zero)
+
+
+def int8_from_float(weight: torch.Tensor) -> Int8Linear:
+    """Symmetric per-row int8 quantization of a float weight."""
+    w = weight.float()
+    scale = w.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+    q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    return Int8Linear(q, scale)
