@@ -88,3 +88,18 @@ class SessionFileError(WorkbenchError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{path}: {problem}")
+
+
+class PromptFileError(WorkbenchError):
+    """A benchmark prompt file (JSONL) cannot be used: the message names the file, the line and the problem."""
+
+    def __init__(self, path: object, problem: str, line: int | None = None) -> None:
+        self.path = str(path)
+        self.line = line
+        self.problem = problem
+        where = f" line {line}" if line is not None else ""
+        super().__init__(f"{path}{where}: {problem}")
+
+
+class BenchmarkError(WorkbenchError):
+    """A benchmark cannot run as configured (no actors, a concurrency level out of range...)."""

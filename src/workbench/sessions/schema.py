@@ -139,6 +139,17 @@ class MachineInfo(Strict):
     python: str = ""
 
 
+class BenchmarkPrompt(Strict):
+    """One benchmark request's input: chat messages (chat/generate) and/or texts to embed (embed).
+
+    A run keeps the prompts it used, so a replay sends exactly the same requests even when the
+    prompt file has changed or gone.
+    """
+
+    messages: list[ChatMessage] = Field(default_factory=list)
+    inputs: list[str] = Field(default_factory=list)
+
+
 class BenchmarkConfig(Strict):
     actors: list[str]
     op: Literal["chat", "generate", "embed"] = "chat"
@@ -203,4 +214,5 @@ class BenchmarkRun(Strict):
     records: list[RequestRecord] = Field(default_factory=list)
     samples: list[ResourceRecord] = Field(default_factory=list)
     summaries: list[LevelSummary] = Field(default_factory=list)
+    prompt_set: list[BenchmarkPrompt] = Field(default_factory=list)
     notes: dict[str, Any] = Field(default_factory=dict)
