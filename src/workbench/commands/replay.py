@@ -1,0 +1,281 @@
+"""`workbench replay FILE`: play a saved session back in the terminal, or re-run its prompts.
+
+Playback prints each pane's turns with the tokens appearing at their recorded times (divided by
+`--speed`; `--instant` for no waiting), every line labelled by its pane, and each answer's figures
+under it. `--rerun` sends the prompts again (to the recorded actors, or to `--actor SPEC ...`) and
+prints recorded and new answers side by side with their TTFT and tokens/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import shutil
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, TextIO
+
+from workbench.metrics.request import RequestMetrics
+from workbench.runtimes.types import GenerationOptions
+from workbench.sessions.playback import SessionPlayer, Turn, transcript
+from workbench.sessions.rerun import RerunProgress, RerunResult, rerun_session
+from workbench.sessions.schema import (
+    CancelledEvent,
+    ChatSession,
+    ChunkEvent,
+    DoneEvent,
+    ErrorEvent,
+    PaneEvent,
+    PromptEvent,
+    SessionEvent,
+)
+from workbench.sessions.store import default_sessions_dir, load_session
+
+
+def _speed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"speed must be a number, not {text!r}") from None
+    if math.isnan(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"speed must be more than 0, not {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "replay", help="play a saved session back, or re-run its prompts against actors",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+    )
+    parser.add_argument("file", type=Path, help="a saved session (.json) or a journal (.journal.jsonl)")
+    timing = parser.add_mutually_exclusive_group()
+    timing.add_argument("--speed", type=_speed, default=1.0, metavar="X",
+                        help="play X times faster than recorded (default 1)")
+    timing.add_argument("--instant", action="store_true", help="play without waiting")
+    parser.add_argument("--rerun", action="store_true", help="send the prompts again and compare the answers")
+    parser.add_argument("--actor", dest="rerun_actors", action="append", default=[], metavar="SPEC",
+                        help="actor for the re-run: one for every pane, or one per pane in order "
+                             "(default: the recorded ones); implies --rerun")
+    parser.add_argument("--max-tokens", type=_positive_int, metavar="N", help="cap each re-run answer at N tokens")
+    parser.add_argument("--json", action="store_true", help="print the turns (or the comparison) as JSON")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    session = load_session(args.file)
+    if args.rerun or args.rerun_actors:
+        options = GenerationOptions(max_tokens=args.max_tokens) if args.max_tokens else None
+        folder = Path(args.sessions) if getattr(args, "sessions", None) else default_sessions_dir()
+        result = asyncio.run(_rerun(session, args.rerun_actors or None, folder, options, quiet=args.json))
+        if args.json:
+            print(json.dumps(_comparison_json(result, args.file), indent=1, ensure_ascii=False))
+        else:
+            print_comparison(result, sys.stdout)
+        return 0
+    if args.json:
+        print(json.dumps(_transcript_json(session, args.file), indent=1, ensure_ascii=False))
+        return 0
+    speed = math.inf if args.instant else args.speed
+    asyncio.run(play_to_terminal(session, speed, sys.stdout))
+    return 0
+
+
+# ----- playback -----------------------------------------------------------------------------------------
+def format_metrics(metrics: RequestMetrics | None) -> str:
+    """`TTFT 0.210 s · 27.4 tok/s · 64 tokens · 2.54 s` (what is known of it)."""
+    if metrics is None:
+        return "no metrics"
+    parts = []
+    if metrics.ttft_s is not None:
+        parts.append(f"TTFT {metrics.ttft_s:.3f} s")
+    if metrics.output_tokens_per_s is not None:
+        parts.append(f"{metrics.output_tokens_per_s:.1f} tok/s")
+    if metrics.output_tokens is not None:
+        parts.append(f"{metrics.output_tokens} tokens")
+    parts.append(f"{metrics.e2e_s:.2f} s")
+    return " · ".join(parts)
+
+
+class _TerminalPlayback:
+    """Writes events as they come, starting a new labelled line whenever the pane (or the kind of
+    text) changes, so interleaved panes stay readable."""
+
+    def __init__(self, session: ChatSession, out: TextIO) -> None:
+        self.out = out
+        self.labels = {pane.id: pane.id for pane in session.all_panes()}
+        self.line: tuple[str, str] | None = None  # (pane, "answer" | "thinking") of the open line
+
+    def header(self, session: ChatSession) -> None:
+        name = session.name or session.id
+        self.out.write(f"session {name} · {session.created_at:%Y-%m-%d %H:%M} · {session.turns} turns · "
+                       f"{session.duration_s:.1f} s\n")
+        for pane in session.all_panes():
+            title = f" ({pane.title})" if pane.title else ""
+            self.out.write(f"  [{pane.id}] {pane.spec}{title}\n")
+
+    def event(self, event: SessionEvent) -> None:
+        label = f"[{event.pane}]"
+        if isinstance(event, PromptEvent):
+            self._say(f"{label} > {event.message.text}" + (f"  ({event.operation})" if event.operation != "chat" else ""))
+        elif isinstance(event, ChunkEvent):
+            if event.thinking:
+                self._stream(event.pane, "thinking", event.thinking)
+            if event.text:
+                self._stream(event.pane, "answer", event.text)
+        elif isinstance(event, DoneEvent):
+            self._say(f"{label} -- {format_metrics(event.metrics)}")
+        elif isinstance(event, ErrorEvent):
+            kind = f" ({event.error_type})" if event.error_type else ""
+            self._say(f"{label} error{kind}: {event.error}")
+        elif isinstance(event, CancelledEvent):
+            self._say(f"{label} cancelled")
+        elif isinstance(event, PaneEvent):
+            self._say(f"{label} pane opened on {event.record.spec}")
+        self.out.flush()
+
+    def finish(self) -> None:
+        self._end_line()
+        self.out.flush()
+
+    def _stream(self, pane: str, kind: str, text: str) -> None:
+        prefix = f"[{pane}] " + ("(thinking) " if kind == "thinking" else "")
+        if self.line != (pane, kind):
+            self._end_line()
+            self.out.write(prefix)
+            self.line = (pane, kind)
+        self.out.write(text.replace("\n", "\n" + prefix))
+
+    def _say(self, text: str) -> None:
+        self._end_line()
+        self.out.write(text + "\n")
+
+    def _end_line(self) -> None:
+        if self.line is not None:
+            self.out.write("\n")
+            self.line = None
+
+
+async def play_to_terminal(session: ChatSession, speed: float, out: TextIO) -> None:
+    printer = _TerminalPlayback(session, out)
+    printer.header(session)
+    try:
+        async for event in SessionPlayer(session).play(speed):
+            printer.event(event)
+    finally:
+        printer.finish()
+
+
+def _turn_json(turn: Turn) -> dict[str, Any]:
+    metrics = turn.metrics
+    return {
+        "index": turn.index,
+        "operation": turn.operation,
+        "prompt": turn.prompt.text,
+        "answer": turn.text,
+        "thinking": turn.thinking,
+        "status": turn.status,
+        "error": turn.error,
+        "ttft_s": metrics.ttft_s if metrics else None,
+        "e2e_s": metrics.e2e_s if metrics else None,
+        "output_tokens": metrics.output_tokens if metrics else None,
+        "output_tokens_per_s": metrics.output_tokens_per_s if metrics else None,
+    }
+
+
+def _transcript_json(session: ChatSession, path: Path) -> dict[str, Any]:
+    turns = transcript(session)
+    return {
+        "file": str(path),
+        "id": session.id,
+        "name": session.name,
+        "created_at": session.created_at.isoformat(),
+        "panes": [
+            {"id": pane.id, "spec": pane.spec, "title": pane.title,
+             "turns": [_turn_json(turn) for turn in turns.get(pane.id, [])]}
+            for pane in session.all_panes()
+        ],
+    }
+
+
+# ----- re-run -------------------------------------------------------------------------------------------
+async def _rerun(
+    session: ChatSession, actors: list[str] | None, folder: Path, options: GenerationOptions | None, *, quiet: bool
+) -> RerunResult:
+    counts = {pane: len(turns) for pane, turns in transcript(session).items()}
+
+    def progress(event: RerunProgress) -> None:
+        if quiet or event.kind != "finished" or event.turn is None:
+            return
+        print(f"[{event.pane}] turn {event.index + 1}/{counts.get(event.pane, 0)}: {event.turn.status}",
+              file=sys.stderr, flush=True)
+
+    return await rerun_session(session, actors, folder=folder, options=options, on_progress=progress)
+
+
+def _answer(turn: Turn) -> str:
+    if turn.status == "error":
+        return f"[error] {turn.error}" + (f"\n{turn.text}" if turn.text else "")
+    if turn.status == "cancelled":
+        return f"[cancelled] {turn.text}"
+    return turn.text if turn.status == "done" else f"[unfinished] {turn.text}"
+
+
+def _figures(turn: Turn) -> str:
+    return format_metrics(turn.metrics) if turn.ok else turn.status
+
+
+def _columns(left: str, right: str, width: int) -> list[str]:
+    def wrap(text: str) -> list[str]:
+        lines: list[str] = []
+        for paragraph in text.splitlines() or [""]:
+            lines.extend(textwrap.wrap(paragraph, width) or [""])
+        return lines
+
+    left_lines, right_lines = wrap(left), wrap(right)
+    rows = max(len(left_lines), len(right_lines))
+    left_lines += [""] * (rows - len(left_lines))
+    right_lines += [""] * (rows - len(right_lines))
+    return [f"  {a:<{width}} | {b}".rstrip() for a, b in zip(left_lines, right_lines, strict=True)]
+
+
+def print_comparison(result: RerunResult, out: TextIO) -> None:
+    """Recorded and new answers side by side, turn by turn, pane by pane."""
+    width = max(20, (shutil.get_terminal_size((100, 24)).columns - 5) // 2)
+    recorded_specs = {pane.id: pane.spec for pane in result.original.all_panes()}
+    for pane, comparisons in result.by_pane().items():
+        out.write(f"== [{pane}] recorded: {recorded_specs.get(pane, '?')}  |  re-run: {result.specs[pane]}\n")
+        for comparison in comparisons:
+            out.write(f"turn {comparison.index + 1} > {comparison.prompt.text}\n")
+            out.write("\n".join(_columns("recorded", "new", width)) + "\n")
+            out.write("\n".join(_columns(_answer(comparison.recorded), _answer(comparison.new), width)) + "\n")
+            out.write("\n".join(_columns(_figures(comparison.recorded), _figures(comparison.new), width)) + "\n\n")
+    if result.path is not None:
+        out.write(f"re-run saved to {result.path} (play it with: workbench replay {result.path})\n")
+    out.flush()
+
+
+def _comparison_json(result: RerunResult, path: Path) -> dict[str, Any]:
+    recorded_specs = {pane.id: pane.spec for pane in result.original.all_panes()}
+    return {
+        "file": str(path),
+        "rerun_file": str(result.path) if result.path else None,
+        "panes": [
+            {"id": pane, "recorded_spec": recorded_specs.get(pane), "rerun_spec": result.specs[pane],
+             "turns": [{"prompt": c.prompt.text, "recorded": _turn_json(c.recorded), "new": _turn_json(c.new)}
+                       for c in comparisons]}
+            for pane, comparisons in result.by_pane().items()
+        ],
+    }
