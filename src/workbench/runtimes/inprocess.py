@@ -92,16 +92,19 @@ class InProcessModelRuntimeActor(ModelRuntimeActor):
                 post(_END, None)
 
         future = loop.run_in_executor(self._executor, work)
+        ended = False  # the producer finished on its own (its end can arrive before the future is done)
         try:
             while True:
                 kind, value = await queue.get()
                 if kind == _END:
+                    ended = True
                     break
                 if kind == _ERROR:
+                    ended = True
                     raise value
                 yield value
         finally:
-            if not future.done():
+            if not ended:  # the consumer left early: tell the producer to stop at its next item
                 cancel.set()
             await _wait_uninterrupted(future)
 
