@@ -166,6 +166,40 @@ def ollama_options(options: GenerationOptions) -> dict[str, Any]:
     return mapped
 
 
+_OURS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "seed": "seed",
+         "num_predict": "max_tokens", "stop": "stop"}
+
+
+def options_from_ollama(options: dict[str, Any] | None, **top_level: Any) -> GenerationOptions:
+    """The inverse of `request_fields`, for a server: Ollama's `options` (and `think`, `keep_alive`,
+    `format`) → GenerationOptions. Unknown options go to `extra`; invalid values raise ValueError."""
+    if options is not None and not isinstance(options, dict):
+        raise ValueError("options must be a JSON object")
+    fields: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, value in (options or {}).items():
+        if key in _OURS:
+            if key == "num_predict" and isinstance(value, int) and value < 0:
+                continue  # -1: no limit, as in Ollama
+            if key == "stop" and isinstance(value, str):
+                value = [value]
+            fields[_OURS[key]] = value
+        else:
+            extra[key] = value
+    if top_level.get("think") is not None:
+        fields["think"] = top_level["think"]
+    for key in TOP_LEVEL_KEYS:
+        if top_level.get(key) not in (None, ""):
+            extra[key] = top_level[key]
+    from pydantic import ValidationError
+
+    try:
+        return GenerationOptions(**fields, extra=extra)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+        raise ValueError(f"invalid options: {problems}") from None
+
+
 def request_fields(options: GenerationOptions) -> dict[str, Any]:
     """The top-level request fields options decide: `options`, `think`, `keep_alive`, `format`."""
     fields: dict[str, Any] = {}

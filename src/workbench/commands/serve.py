@@ -1,0 +1,41 @@
+"""`workbench serve`: serve actors over Ollama's HTTP API, so any Ollama client can use them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "serve", help="serve actors over Ollama's HTTP API",
+        description="Serve in-process actors over Ollama's HTTP API (/api/chat, /api/generate, /api/embed...). "
+                    "An actor transformers:smollm2 serves as model smollm2.",
+    )
+    parser.add_argument("--actor", dest="serve_actors", action="append", default=[], metavar="SPEC",
+                        help="an actor to serve (runtime:model); repeat for more models")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=11434, help="port to bind; 0 picks a free one (default: 11434)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from workbench.server.ollama_api import serve
+
+    specs = args.serve_actors or args.actor
+    if not specs:
+        print("workbench serve: give at least one --actor SPEC (e.g. --actor transformers:smollm2)", file=sys.stderr)
+        return 2
+
+    def ready(server: Any) -> None:
+        names = ", ".join(server.api.models)
+        print(f"workbench serve: listening on {server.url} (models: {names})", flush=True)
+
+    try:
+        asyncio.run(serve(specs, args.host, args.port, ready=ready))
+    except OSError as error:
+        print(f"workbench serve: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,222 @@
+"""A small asyncio HTTP/1.1 server on h11 (the protocol engine httpx itself uses).
+
+Enough for an API server: keep-alive, request bodies with Content-Length or chunked, responses
+whole or streamed with chunked transfer encoding, and a `disconnected` event per request so a
+handler can cancel work the client no longer waits for. Binds 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import h11
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024 * 1024
+READ_SIZE = 65536
+
+
+class ClientGone(Exception):
+    """The client closed the connection while we were answering."""
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes = b""
+
+
+@dataclass
+class Responder:
+    """How a handler answers one request: `send` a whole response, or `start` + `write`... + `end`."""
+
+    _connection: _Connection
+    disconnected: asyncio.Event = field(default_factory=asyncio.Event)
+    started: bool = False
+    finished: bool = False
+
+    async def send(self, status: int, body: bytes, content_type: str = "application/json; charset=utf-8") -> None:
+        headers = [("content-type", content_type), ("content-length", str(len(body)))]
+        await self._connection.emit(h11.Response(status_code=status, headers=headers))
+        self.started = True
+        await self._connection.emit(h11.Data(data=body))
+        await self._connection.emit(h11.EndOfMessage())
+        self.finished = True
+
+    async def send_json(self, status: int, value: Any) -> None:
+        await self.send(status, json.dumps(value, ensure_ascii=False).encode("utf-8"))
+
+    async def start(self, status: int, content_type: str) -> None:
+        """Start a streamed response: no Content-Length, so h11 uses chunked transfer encoding."""
+        await self._connection.emit(h11.Response(status_code=status, headers=[("content-type", content_type)]))
+        self.started = True
+
+    async def write(self, data: bytes) -> None:
+        if self.disconnected.is_set():
+            raise ClientGone
+        await self._connection.emit(h11.Data(data=data))
+
+    async def end(self) -> None:
+        await self._connection.emit(h11.EndOfMessage())
+        self.finished = True
+
+
+Handler = Callable[[Request, Responder], Awaitable[None]]
+
+
+class _Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_BODY)
+
+    async def emit(self, event: Any) -> None:
+        data = self.h11.send(event)
+        if data:
+            try:
+                self.writer.write(data)
+                await self.writer.drain()
+            except (ConnectionError, RuntimeError) as error:
+                raise ClientGone from error
+
+    async def next_event(self) -> Any:
+        while True:
+            event = self.h11.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            data = await self.reader.read(READ_SIZE)
+            self.h11.receive_data(data)
+
+    async def read_request(self) -> Request | None:
+        event = await self.next_event()
+        if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+            return None
+        if not isinstance(event, h11.Request):
+            return None
+        target = event.target.decode("latin-1")
+        path, _, query = target.partition("?")
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in event.headers}
+        body = bytearray()
+        while True:
+            part = await self.next_event()
+            if isinstance(part, h11.Data):
+                body += part.data
+                if len(body) > MAX_BODY:
+                    raise h11.RemoteProtocolError("request body too large", error_status_hint=413)
+            elif isinstance(part, h11.EndOfMessage):
+                break
+            else:
+                return None
+        return Request(event.method.decode("ascii"), path, query, headers, bytes(body))
+
+    async def watch(self, responder: Responder) -> None:
+        """While a handler runs, notice the client closing (or keep what it pipelines for later)."""
+        with contextlib.suppress(ConnectionError):
+            while True:
+                data = await self.reader.read(READ_SIZE)
+                if not data:
+                    break
+                with contextlib.suppress(h11.RemoteProtocolError):
+                    self.h11.receive_data(data)
+        responder.disconnected.set()
+
+
+class HTTPServer:
+    def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.handler = handler
+        self.host = host
+        self.port = port
+        self._server: asyncio.base_events.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve_connection, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def serve_forever(self) -> None:
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._connections):
+                task.cancel()
+            await asyncio.gather(*self._connections, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        connection = _Connection(reader, writer)
+        try:
+            while True:
+                try:
+                    request = await connection.read_request()
+                except h11.RemoteProtocolError as error:
+                    await _refuse(connection, error)
+                    break
+                if request is None:
+                    break
+                if not await self._answer(connection, request):
+                    break
+                if connection.h11.our_state is not h11.DONE or connection.h11.their_state is not h11.DONE:
+                    break
+                connection.h11.start_next_cycle()
+        except (ClientGone, ConnectionError, h11.ProtocolError):
+            pass
+        except asyncio.CancelledError:
+            pass  # the server is closing: end this connection quietly
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _answer(self, connection: _Connection, request: Request) -> bool:
+        """Run the handler; False when the connection must close afterwards."""
+        responder = Responder(connection)
+        watcher = asyncio.create_task(connection.watch(responder))
+        try:
+            await self.handler(request, responder)
+        except ClientGone:
+            return False
+        except Exception:  # a handler bug must not take the server down: answer 500 if we still can
+            log.exception("handler failed for %s %s", request.method, request.path)
+            if not responder.started:
+                await responder.send_json(500, {"error": "internal server error"})
+            return False
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        return not responder.disconnected.is_set() and responder.finished
+
+
+async def _refuse(connection: _Connection, error: h11.RemoteProtocolError) -> None:
+    with contextlib.suppress(Exception):
+        body = json.dumps({"error": f"bad request: {error}"}).encode()
+        status = error.error_status_hint or 400
+        headers = [("content-type", "application/json; charset=utf-8"), ("content-length", str(len(body))),
+                   ("connection", "close")]
+        await connection.emit(h11.Response(status_code=status, headers=headers))
+        await connection.emit(h11.Data(data=body))
+        await connection.emit(h11.EndOfMessage())
