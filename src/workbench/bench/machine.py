@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import platform
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 
 from workbench import __version__
@@ -55,10 +57,10 @@ def library_versions() -> dict[str, str]:
 async def server_version(actor: ModelRuntimeActor) -> str | None:
     """The version of the server behind an actor, when it has one (Ollama's `/api/version`).
 
-    Asks, in order: the actor's own `server_version()` if it has one, its stats' details
-    (`server_version` / `version`), then `/api/version` through a RESTful Ollama actor's client.
-    Anything that fails or takes longer than a few seconds gives None: a version is not worth a
-    failed benchmark.
+    Asks, in order: the actor's own `server_version()` or `version()` if it has one, its stats'
+    details (`server_version` / `version`), then, for an Ollama actor, `GET /api/version` at the
+    server the actor talks to. Anything that fails or takes more than a few seconds gives None: a
+    version is not worth a failed benchmark.
     """
     with contextlib.suppress(Exception):
         return await asyncio.wait_for(_ask(actor), SERVER_VERSION_TIMEOUT_S)
@@ -66,21 +68,33 @@ async def server_version(actor: ModelRuntimeActor) -> str | None:
 
 
 async def _ask(actor: ModelRuntimeActor) -> str | None:
-    own = getattr(actor, "server_version", None)
-    if callable(own):
-        with contextlib.suppress(Exception):
-            found = own()
-            if asyncio.iscoroutine(found) or isinstance(found, asyncio.Future):
-                found = await found
-            if found:
-                return str(found)
+    for name in ("server_version", "version"):
+        own = getattr(actor, name, None)
+        if callable(own):
+            with contextlib.suppress(Exception):
+                found = own()
+                if inspect.isawaitable(found):
+                    found = await found
+                if found:
+                    return str(found)
     with contextlib.suppress(Exception):
         details: dict[str, Any] = (await actor.stats()).details
         for key in ("server_version", "version"):
             if details.get(key):
                 return str(details[key])
-    if actor.runtime.startswith("ollama") and callable(getattr(actor, "request_json", None)):
-        answer = await actor.request_json("GET", "/api/version")  # type: ignore[attr-defined]
+    url = _server_url(actor)
+    if actor.runtime.startswith("ollama") and url:
+        async with httpx.AsyncClient(base_url=url, timeout=SERVER_VERSION_TIMEOUT_S) as client:
+            answer = (await client.get("/api/version")).json()
         if isinstance(answer, dict) and answer.get("version"):
             return str(answer["version"])
     return None
+
+
+def _server_url(actor: ModelRuntimeActor) -> str | None:
+    """Where an actor's server answers: its `base_url`, or its local server's connect URL (Ollama CLI)."""
+    url = getattr(actor, "base_url", None)
+    if not url:
+        host = getattr(getattr(actor, "server_process", None), "host", None)
+        url = getattr(host, "connect_url", None)
+    return str(url) if url else None
