@@ -138,3 +138,11 @@ async def test_a_turn_the_new_actor_refuses_is_recorded_and_the_rest_go_on(tmp_p
     assert (new[2].thinking, new[2].text) == ("considering", "deep thought")
     assert [t.status for t in transcript(load_session(result.path))["a"]] == ["done", "error", "done"]
     await actor.stop()
+
+
+async def test_a_rerun_never_loses_its_record_to_a_name_clash(tmp_path: Path, test_runtimes: None) -> None:
+    session = await record_session(tmp_path)
+    first = await rerun_session(session, folder=tmp_path, name="same name")
+    second = await rerun_session(session, folder=tmp_path, name="same name")
+    assert (first.path, second.path) == (tmp_path / "same-name.json", tmp_path / "same-name-2.json")
+    assert load_session(second.path).id == second.session.id != first.session.id

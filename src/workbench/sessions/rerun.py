@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from workbench.errors import NotSupported, SpecError
+from workbench.errors import NotSupported, SessionFileError, SpecError
 from workbench.runtimes.base import ChatRequest, ModelRuntimeActor, TextReply
 from workbench.runtimes.registry import create_actor
 from workbench.runtimes.types import ChatMessage, Completion, GenerationOptions
@@ -163,7 +163,7 @@ async def rerun_session(
                 _rerun_pane(recorder, pane_id, bound[pane_id], recorded.get(pane_id, []), options, on_progress)
                 for pane_id in bound
             ))
-            path: Path | None = recorder.save()
+            path: Path | None = _save_unclobbered(recorder)
         finally:
             recorder.close()
         new_session = recorder.session()
@@ -217,6 +217,18 @@ def _new_turn(recorder: SessionRecorder, pane_id: str, correlation_id: str | Non
     if correlation_id is None:
         return turns[-1]
     return next(turn for turn in reversed(turns) if turn.correlation_id == correlation_id)
+
+
+def _save_unclobbered(recorder: SessionRecorder) -> Path:
+    """Save under the recorder's name, or `<name> 2`, `<name> 3`... when another session has it: a
+    finished re-run is never lost to a name clash."""
+    names = [recorder.name, *(f"{recorder.name} {number}" for number in range(2, 100))]
+    for name in names[:-1]:
+        try:
+            return recorder.save(name)
+        except SessionFileError:
+            continue
+    return recorder.save(names[-1])
 
 
 def _merge(recorded: GenerationOptions, override: GenerationOptions | None) -> GenerationOptions:
