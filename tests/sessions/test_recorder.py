@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -12,8 +11,6 @@ import pytest
 from tests.sessions.helpers import ask, scripted
 from workbench.errors import MessageCancelled, SessionFileError
 from workbench.metrics.sampler import ResourceSample
-from workbench.runtimes.base import ModelRuntimeActor
-from workbench.runtimes.registry import create_actor
 from workbench.runtimes.types import Completion, GenerationOptions
 from workbench.sessions.playback import transcript
 from workbench.sessions.recorder import SessionRecorder, slug
@@ -202,37 +199,3 @@ def test_slug() -> None:
     assert slug("My Chat: día 2 / v1.0") == "my-chat-d-a-2-v1-0"
     assert slug("///") == ""
     assert len(slug("x" * 200)) == 64
-
-
-@pytest.fixture(scope="module")
-async def smollm2(request: pytest.FixtureRequest) -> AsyncIterator[ModelRuntimeActor]:
-    """The shared real-model fixture when tests/conftest.py has it; else one actor for this module."""
-    try:
-        yield request.getfixturevalue("smollm2_transformers")
-        return
-    except pytest.FixtureLookupError:
-        pass
-    try:
-        actor = create_actor("transformers:smollm2")
-    except ModuleNotFoundError as error:
-        pytest.skip(f"the transformers runtime is not built yet ({error})")
-    await actor.wait_ready()
-    yield actor
-    await actor.stop()
-
-
-async def test_real_model_session_is_journaled(tmp_path: Path, smollm2: ModelRuntimeActor) -> None:
-    """The embedded SmolLM2 answering through transformers: the journal holds exactly its stream."""
-    recorder = SessionRecorder(tmp_path, "real", [PaneRecord(id="hf", spec=smollm2.spec)])
-    recorder.attach("hf", smollm2)
-    options = GenerationOptions(max_tokens=8, temperature=0.0)
-    answer = await ask(recorder, "hf", smollm2, "What is the capital of France?", options=options)
-    recorder.close()
-    assert isinstance(answer, Completion), answer
-    loaded = load_session(recorder.journal_path)
-    turn = transcript(loaded)["hf"][0]
-    assert turn.status == "done" and turn.text == answer.text and "Paris" in turn.text
-    assert turn.metrics is not None and answer.metrics is not None
-    assert turn.metrics.output_tokens == answer.metrics.output_tokens
-    chunks = [event for event in loaded.events if isinstance(event, ChunkEvent)]
-    assert 1 <= len(chunks) <= 8
