@@ -76,7 +76,7 @@ def _join(host: str, port: int) -> str:
 
 def parse_ollama_host(value: str | None = None) -> OllamaHost:
     """Parse like Ollama; `None` reads the `OLLAMA_HOST` environment variable."""
-    text = (os.environ.get("OLLAMA_HOST", "") if value is None else value).strip().strip("\"'")
+    text = (os.environ.get("OLLAMA_HOST", "") if value is None else value).strip().strip("\"'").strip()
     default_port = str(DEFAULT_PORT)
     scheme, sep, hostport = text.partition("://")
     if not sep:
