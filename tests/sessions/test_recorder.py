@@ -176,8 +176,10 @@ async def test_close_keeps_the_journal_only_while_it_holds_unsaved_work(tmp_path
     saved.attach("a", actor)
     await ask(saved, "a", actor, "save me")
     saved.save()
+    await ask(saved, "a", actor, "asked after the save")
     saved.close()
     assert [path.name for path in (tmp_path / "saved").iterdir()] == ["kept.json"]
+    assert load_session(tmp_path / "saved" / "kept.json").turns == 2  # the named file got the rest too
     await actor.stop()
     await unsaved_actor.stop()
 

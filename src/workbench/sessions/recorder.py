@@ -56,8 +56,7 @@ class SessionRecorder:
     Use: `recorder = SessionRecorder(folder, "my chat", panes)`, `recorder.attach(pane_id, actor)`,
     then for each request `reply = actor.chat(...)` followed at once (no await in between) by
     `recorder.record_prompt(pane_id, prompt, correlation_id=reply.correlation_id)`.
-    `save(name)` writes the session file; `close()` ends the journal (deleting it when the saved file
-    already holds everything, or when nothing was ever asked).
+    `save(name)` writes the session file; `close()` ends the journal (see there what stays on disk).
     """
 
     def __init__(
@@ -222,13 +221,19 @@ class SessionRecorder:
         return path
 
     def close(self) -> None:
-        """Stop listening and close the journal. The journal is deleted when the saved file holds every
-        event, or when no prompt was ever recorded; otherwise it stays as the unsaved session's record."""
+        """Stop listening and close the journal. A session saved under a name is saved once more (so the
+        named file holds what came after the save too) and its journal deleted; an unsaved session
+        keeps its journal as its record, unless no prompt was ever recorded."""
         for pane_id in list(self._subscriptions):
             self.detach(pane_id)
         if self.journal.closed:
             return
         self.journal.close()
+        if self._saved_path is not None and self._saved_count != len(self._events):
+            try:
+                self.save(self._header.name)
+            except (SessionFileError, OSError):
+                return  # the named file is gone to another session or unwritable: the journal stays
         nothing_asked = not any(isinstance(event, PromptEvent) for event in self._events)
         if self._saved_count == len(self._events) or nothing_asked:
             self.journal.path.unlink(missing_ok=True)
