@@ -146,3 +146,25 @@ async def test_a_rerun_never_loses_its_record_to_a_name_clash(tmp_path: Path, te
     second = await rerun_session(session, folder=tmp_path, name="same name")
     assert (first.path, second.path) == (tmp_path / "same-name.json", tmp_path / "same-name-2.json")
     assert load_session(second.path).id == second.session.id != first.session.id
+
+
+async def test_rerun_on_an_ollama_actor_over_loopback_http(tmp_path: Path, test_runtimes: None) -> None:
+    """A different runtime family, named by spec: Ollama's REST API served by `workbench serve`."""
+    from workbench.server.ollama_api import OllamaAPIServer
+
+    served = context_actor("served")
+    server = OllamaAPIServer([served], port=0)
+    await server.start()
+    try:
+        session = await record_session(tmp_path)
+        spec = f"ollama:served@{server.url}"
+        result = await rerun_session(session, {"a": spec}, folder=tmp_path / "http")
+    finally:
+        await server.close()
+        await served.stop()
+    assert result.specs["a"] == f"ollama-rest:served@{server.url}"
+    a = result.by_pane()["a"]
+    assert [c.new.status for c in a] == ["done", "done"]
+    assert a[1].new.text == "served saw user=one / assistant=served saw user=one / user=two"
+    assert a[1].new.metrics is not None and a[1].new.metrics.ttft_s is not None
+    assert load_session(result.path).panes[0].spec == result.specs["a"]
