@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from workbench.sessions.playback import transcript
 from workbench.sessions.recorder import SessionRecorder, slug
 from workbench.sessions.schema import (
     CancelledEvent,
-    ChunkEvent,
     DoneEvent,
     ErrorEvent,
     PaneEvent,

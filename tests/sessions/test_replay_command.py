@@ -6,16 +6,12 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.sessions.helpers import ContextActor
-from tests.support.scripted import ScriptedActor
 from workbench.cli import main
 from workbench.metrics.request import RequestMetrics
-from workbench.runtimes.registry import RuntimeEntry, register_runtime, unregister_runtime
 from workbench.runtimes.types import ChatMessage
 from workbench.sessions.schema import (
     ChatSession,
@@ -103,15 +99,6 @@ def test_json_gives_the_transcript(tmp_path: Path, capsys: pytest.CaptureFixture
     assert hf["turns"][0] | {"ttft_s": 0.2} == hf["turns"][0]
     assert (hf["turns"][0]["answer"], hf["turns"][0]["output_tokens_per_s"]) == ("Paris of course.", 8.0)
     assert (pt["turns"][0]["status"], pt["turns"][0]["error"]) == ("error", "out of memory")
-
-
-@pytest.fixture
-def test_runtimes() -> Iterator[None]:
-    register_runtime(RuntimeEntry("scripted", ScriptedActor, "test actor"))
-    register_runtime(RuntimeEntry("context", ContextActor, "test actor showing its context"))
-    yield
-    unregister_runtime("scripted")
-    unregister_runtime("context")
 
 
 def test_rerun_prints_recorded_and_new_side_by_side(

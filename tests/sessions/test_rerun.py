@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.sessions.helpers import ContextActor, ask, context_actor, scripted
-from tests.support.scripted import ScriptedActor
+from tests.sessions.helpers import ask, context_actor, scripted
 from workbench.actors import ActorState
 from workbench.errors import SpecError
-from workbench.runtimes.registry import RuntimeEntry, register_runtime, unregister_runtime
 from workbench.runtimes.types import ChatMessage, GenerationOptions
 from workbench.sessions.playback import transcript
 from workbench.sessions.recorder import SessionRecorder
 from workbench.sessions.rerun import RerunProgress, plan_actors, rerun_session
 from workbench.sessions.schema import ChatSession, PaneRecord, PromptEvent
 from workbench.sessions.store import load_session
-
-
-@pytest.fixture
-def test_runtimes() -> Iterator[None]:
-    """`scripted:` and `context:` specs, so re-runs can create actors by spec as users do."""
-    register_runtime(RuntimeEntry("scripted", ScriptedActor, "test actor"))
-    register_runtime(RuntimeEntry("context", ContextActor, "test actor showing its context"))
-    yield
-    unregister_runtime("scripted")
-    unregister_runtime("context")
 
 
 async def record_session(folder: Path) -> ChatSession:
