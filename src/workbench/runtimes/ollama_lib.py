@@ -88,8 +88,10 @@ class OllamaLibRuntimeActor(ExternalModelRuntimeActor):
             if error.status_code == 404 and "not found" in text:
                 return ModelNotFound(f"{pull_hint(self.model)} (Ollama at {self.base_url} said: {text})")
             return RuntimeHTTPError(error.status_code, text, self.base_url)
-        if isinstance(error, ConnectionError):
+        if isinstance(error, ConnectionError):  # what the library raises for a refused connection
             return RuntimeUnreachable("Ollama", self.base_url, "connection refused")
+        if isinstance(error, httpx.ConnectError):  # its streaming calls let httpx's own through
+            return RuntimeUnreachable("Ollama", self.base_url, str(error) or "connection failed")
         if isinstance(error, httpx.TimeoutException):
             return RuntimeTimeout(f"Ollama at {self.base_url} did not answer in time ({type(error).__name__})")
         if isinstance(error, (httpx.RemoteProtocolError, httpx.ReadError)):

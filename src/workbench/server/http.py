@@ -138,6 +138,7 @@ class HTTPServer:
         self.port = port
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self.accepted = 0  # connections accepted so far (keep-alive reuses one)
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve_connection, self.host, self.port)
@@ -166,6 +167,7 @@ class HTTPServer:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
+        self.accepted += 1
         connection = _Connection(reader, writer)
         try:
             while True:
