@@ -8,7 +8,8 @@ import pytest
 
 from tests.sessions.helpers import ask, context_actor, scripted
 from workbench.actors import ActorState
-from workbench.errors import SpecError
+from workbench.errors import RuntimeUnavailable, SpecError
+from workbench.runtimes.registry import RuntimeEntry, register_runtime, unregister_runtime
 from workbench.runtimes.types import ChatMessage, GenerationOptions
 from workbench.sessions.playback import transcript
 from workbench.sessions.recorder import SessionRecorder
@@ -99,6 +100,12 @@ async def test_actor_plans_that_cannot_work_are_refused(tmp_path: Path) -> None:
     assert plan_actors(session, None) == {"a": "x:1", "b": "y:2"}
     with pytest.raises(SpecError, match="unknown runtime"):
         await rerun_session(session, ["nosuch:model"], folder=tmp_path)
+    register_runtime(RuntimeEntry("broken", "workbench.no_such_module:Actor", "needs what is not installed"))
+    try:
+        with pytest.raises(RuntimeUnavailable, match="cannot re-run on broken:m: its runtime does not load here"):
+            await rerun_session(session, ["broken:m"], folder=tmp_path)
+    finally:
+        unregister_runtime("broken")
     assert list(tmp_path.iterdir()) == []
 
 

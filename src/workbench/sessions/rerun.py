@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from workbench.errors import NotSupported, SessionFileError, SpecError
+from workbench.errors import NotSupported, RuntimeUnavailable, SessionFileError, SpecError
 from workbench.runtimes.base import ChatRequest, ModelRuntimeActor, TextReply
 from workbench.runtimes.registry import create_actor
 from workbench.runtimes.types import ChatMessage, Completion, GenerationOptions
@@ -145,7 +145,7 @@ async def rerun_session(
     try:
         for pane_id, target in plan.items():
             if isinstance(target, str):
-                actor = create_actor(target, **dict(actor_options or {}))
+                actor = _create(target, actor_options)
                 owned.append(actor)
                 target = actor
             bound[pane_id] = target
@@ -217,6 +217,13 @@ def _new_turn(recorder: SessionRecorder, pane_id: str, correlation_id: str | Non
     if correlation_id is None:
         return turns[-1]
     return next(turn for turn in reversed(turns) if turn.correlation_id == correlation_id)
+
+
+def _create(spec: str, options: Mapping[str, object] | None) -> ModelRuntimeActor:
+    try:
+        return create_actor(spec, **dict(options or {}))
+    except ImportError as error:  # a runtime whose dependencies are missing here
+        raise RuntimeUnavailable(f"cannot re-run on {spec}: its runtime does not load here ({error})") from None
 
 
 def _save_unclobbered(recorder: SessionRecorder) -> Path:
