@@ -97,7 +97,8 @@ class FaultServer:
         payload = json.loads(body) if body else {}
         model = str(payload.get("model", "good")).split(":")[0]
         if path == "/api/show":
-            return await self._json(writer, 200, {"capabilities": ["completion"], "details": {"family": "test"}})
+            return await self._json(writer, 200, {"capabilities": ["completion"], "details": {"family": "test"},
+                                                  "model_info": {}})
         if path == "/api/ps":
             return await self._json(writer, 200, {"models": []})
         if model == "missing":

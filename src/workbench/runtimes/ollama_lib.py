@@ -63,10 +63,9 @@ class OllamaLibRuntimeActor(ExternalModelRuntimeActor):
     async def on_start(self) -> None:
         await super().on_start()
         try:
-            show = await self.call(self.client.show(self.model))
-        except WorkbenchError:
+            vision, embedding = capabilities_note(_as_dict(await self.call(self.client.show(self.model))))
+        except Exception:  # noqa: BLE001 - best effort: the first request reports any real problem
             return
-        vision, embedding = capabilities_note(_as_dict(show))
         update: dict[str, Any] = {}
         notes = dict(self.capabilities.notes)
         if vision is False:
@@ -140,11 +139,11 @@ class OllamaLibRuntimeActor(ExternalModelRuntimeActor):
         problems: list[str] = []
         try:
             show = _as_dict(await self.call(self.client.show(self.model)))
-        except WorkbenchError as error:
+        except Exception as error:  # noqa: BLE001 - stats report problems, they do not fail
             problems.append(str(error))
         try:
             ps = _as_dict(await self.call(self.client.ps()))
-        except WorkbenchError as error:
+        except Exception as error:  # noqa: BLE001
             problems.append(str(error))
         fields = stats_fields(self.model, show, ps, self.server_process.tree_rss())
         fields["details"]["url"] = self.base_url

@@ -56,10 +56,9 @@ class OllamaRESTRuntimeActor(RESTfulModelRuntimeActor):
         """Vision and embedding depend on the model: ask `/api/show`, best effort (a server that is down
         now may be up at the first request)."""
         try:
-            show = await self.request_json("POST", "/api/show", {"model": self.model})
-        except WorkbenchError:
+            vision, embedding = capabilities_note(await self.request_json("POST", "/api/show", {"model": self.model}))
+        except Exception:  # noqa: BLE001 - best effort: the first request reports any real problem
             return
-        vision, embedding = capabilities_note(show)
         notes = dict(self.capabilities.notes)
         update: dict[str, Any] = {}
         if vision is False:
