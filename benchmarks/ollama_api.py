@@ -1,0 +1,81 @@
+"""What `workbench serve` and the Ollama actors cost on top of a model, measured side by side.
+
+One actor is served over Ollama's API on loopback; the same prompts then run directly on the actor
+and through `ollama-rest`, `ollama-lib` and `ollama-cli` (the stand-in binary in tests/bin), and the
+script prints the median end-to-end latency, TTFT and client-side output tokens/s of each path, and
+each path's overhead against the direct one.
+
+    .venv/bin/python benchmarks/ollama_api.py                      # a scripted 200-token stream
+    .venv/bin/python benchmarks/ollama_api.py --spec transformers:smollm2 --max-tokens 48
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from workbench.runtimes.base import ModelRuntimeActor  # noqa: E402
+from workbench.runtimes.registry import create_actor  # noqa: E402
+from workbench.server.ollama_api import OllamaAPIServer, served_name  # noqa: E402
+
+STAND_IN = ROOT / "tests" / "bin" / "ollama"
+
+
+async def measure(actor: ModelRuntimeActor, prompt: str, runs: int, options: dict) -> dict[str, float]:
+    e2e, ttft, rate = [], [], []
+    for _ in range(runs):
+        completion = await actor.generate(prompt, options=options)
+        metrics = completion.metrics
+        e2e.append(metrics.e2e_s)
+        ttft.append(metrics.ttft_s or 0.0)
+        rate.append(metrics.output_tokens_per_s or 0.0)
+    return {"e2e_s": statistics.median(e2e), "ttft_s": statistics.median(ttft), "tok_s": statistics.median(rate)}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spec", help="actor to serve (default: a scripted 200-word echo)")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--max-tokens", type=int, default=48)
+    args = parser.parse_args()
+
+    if args.spec:
+        served = create_actor(args.spec)
+        prompt = "Write one sentence about the sea."
+        options = {"max_tokens": args.max_tokens, "temperature": 0.0}
+    else:
+        from tests.support.scripted import ScriptedActor
+
+        served = ScriptedActor("echo")
+        prompt = " ".join(f"w{i}" for i in range(200))
+        options = {}
+    served.start()
+    await served.wait_ready()
+    async with OllamaAPIServer([served], port=0) as server:
+        name = served_name(served)
+        paths: dict[str, ModelRuntimeActor] = {"direct": served}
+        for kind in ("ollama-rest", "ollama-lib", "ollama-cli"):
+            extra = {"binary": str(STAND_IN)} if kind == "ollama-cli" else {}
+            paths[kind] = create_actor(f"{kind}:{name}@{server.url}", **extra)
+        await measure(served, prompt, 1, options)  # warm up
+        results = {label: await measure(actor, prompt, args.runs, options) for label, actor in paths.items()}
+        base = results["direct"]["e2e_s"]
+        print(f"served: {served.spec}; prompt of {len(prompt.split())} words; median of {args.runs} runs")
+        print(f"{'path':<12} {'e2e s':>9} {'ttft s':>9} {'tok/s':>9} {'overhead':>10}")
+        for label, row in results.items():
+            print(f"{label:<12} {row['e2e_s']:>9.4f} {row['ttft_s']:>9.4f} {row['tok_s']:>9.1f} "
+                  f"{(row['e2e_s'] - base) * 1000:>8.1f}ms")
+        for label, actor in paths.items():
+            if label != "direct":
+                await actor.stop()
+    await served.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
