@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from workbench.metrics.request import RequestMetrics
 
@@ -22,9 +22,17 @@ class TextPart(BaseModel):
 
 
 class ImageURL(BaseModel):
+    """Only `data:` URLs: checked here, so a bad image is refused where it enters, not in a runtime."""
+
     model_config = ConfigDict(extra="forbid")
     url: str
     detail: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _must_decode(cls, url: str) -> str:
+        decode_data_url(url)
+        return url
 
 
 class ImagePart(BaseModel):
