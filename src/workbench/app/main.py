@@ -276,7 +276,8 @@ class WorkbenchApp(App[int]):
     def action_browse_sessions(self) -> None:
         from workbench.app.screens.session_browser import SessionBrowser
 
-        self.push_screen(SessionBrowser(self.sessions_dir))
+        hide = self.recorder.journal_path if self.recorder is not None else None
+        self.push_screen(SessionBrowser(self.sessions_dir, hide=hide))
 
     # ----- command palette -----------------------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:

@@ -33,9 +33,11 @@ class SessionBrowser(Screen[None]):
         Binding("escape", "close", "Back", id="sessions.close"),
     ]
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, hide: Path | None = None) -> None:
+        """`hide`: the running session's own journal, which is not a session to open yet."""
         super().__init__()
         self.folder = Path(folder)
+        self.hide = hide
         self.summaries: list[SessionSummary] = []
         self.problems: list[SessionFileError] = []
 
@@ -53,7 +55,8 @@ class SessionBrowser(Screen[None]):
         table.focus()
 
     def action_reload(self) -> None:
-        self.summaries, self.problems = list_sessions(self.folder)
+        summaries, self.problems = list_sessions(self.folder)
+        self.summaries = [summary for summary in summaries if summary.path != self.hide]
         table = self.query_one("#sessions", DataTable)
         table.clear()
         for summary in self.summaries:
