@@ -139,3 +139,13 @@ class FaultServer:
                      f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
         await writer.drain()
         return True
+
+
+class Recording(ScriptedActor):
+    """Remembers the options of the last generate request it got."""
+
+    last_options: Any = None
+
+    def stream_generate(self, request: GenerateRequest, message: Message) -> AsyncIterator[Chunk]:
+        self.last_options = request.options
+        return super().stream_generate(request, message)

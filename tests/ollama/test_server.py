@@ -156,3 +156,20 @@ def test_two_actors_may_not_serve_one_name() -> None:
 
     with pytest.raises(ValueError, match="both serve"):
         OllamaAPIServer([ScriptedActor("same"), ScriptedActor("same:latest")])
+
+
+async def test_parameters_are_defaults_that_requests_override() -> None:
+    from tests.ollama.support import Recording
+
+    actor = Recording("rec")
+    async with OllamaAPIServer([actor], port=0, parameters={"num_predict": 24, "temperature": 0}) as server:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            await http.post("/api/generate", json={"model": "rec", "prompt": "a", "stream": False})
+            assert (actor.last_options.max_tokens, actor.last_options.temperature) == (24, 0.0)
+            await http.post("/api/generate", json={"model": "rec", "prompt": "a", "stream": False,
+                                                   "options": {"temperature": 0.7, "num_ctx": 512}})
+            options = actor.last_options
+            assert (options.max_tokens, options.temperature, options.extra) == (24, 0.7, {"num_ctx": 512})
+            bad = await http.post("/api/generate", json={"model": "rec", "prompt": "a", "options": {"top_p": 7}})
+            assert bad.status_code == 400 and "top_p" in bad.json()["error"]
+    await actor.stop()

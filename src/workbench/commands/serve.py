@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import signal
 import sys
-from typing import Any
+from typing import Any, NoReturn
+
+from workbench.errors import WorkbenchError
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -18,7 +22,24 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         help="an actor to serve (runtime:model); repeat for more models")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=11434, help="port to bind; 0 picks a free one (default: 11434)")
+    parser.add_argument("--parameter", action="append", default=[], metavar="KEY=VALUE",
+                        help="a default option for every request, as a Modelfile PARAMETER (e.g. num_predict=128); "
+                             "requests override it")
     parser.set_defaults(handler=run)
+
+
+def parse_parameters(items: list[str]) -> dict[str, Any]:
+    """`num_predict=128` → {"num_predict": 128}: values are JSON where they parse, else strings."""
+    parameters: dict[str, Any] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise WorkbenchError(f"--parameter {item!r}: write KEY=VALUE, e.g. num_predict=128")
+        try:
+            parameters[key] = json.loads(value)
+        except ValueError:
+            parameters[key] = value
+    return parameters
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,9 +54,16 @@ def run(args: argparse.Namespace) -> int:
         names = ", ".join(server.api.models)
         print(f"workbench serve: listening on {server.url} (models: {names})", flush=True)
 
+    signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C: actors unload, the port is freed
     try:
-        asyncio.run(serve(specs, args.host, args.port, ready=ready))
+        asyncio.run(serve(specs, args.host, args.port, ready=ready, parameters=parse_parameters(args.parameter)))
+    except KeyboardInterrupt:
+        print("workbench serve: stopped", flush=True)
     except OSError as error:
         print(f"workbench serve: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> NoReturn:
+    raise KeyboardInterrupt

@@ -95,7 +95,8 @@ class Served:
 class OllamaAPI:
     """The request handler: routes Ollama's endpoints to the served actors."""
 
-    def __init__(self, actors: Sequence[ModelRuntimeActor]) -> None:
+    def __init__(self, actors: Sequence[ModelRuntimeActor], parameters: dict[str, Any] | None = None) -> None:
+        self.parameters = dict(parameters or {})  # like a Modelfile's PARAMETER lines: requests override them
         self.models: dict[str, Served] = {}
         now = rfc3339_nano()
         for actor in actors:
@@ -212,7 +213,7 @@ class OllamaAPI:
         raw_messages = body.get("messages") or []
         if not isinstance(raw_messages, list):
             raise BadRequest("messages must be a list")
-        options = _options(body)
+        options = self._options(body)
         self._check_think(served, options)
         name = str(body["model"])
         if not raw_messages:  # Ollama loads the model and answers at once
@@ -239,7 +240,7 @@ class OllamaAPI:
         prompt = body.get("prompt") or ""
         if not isinstance(prompt, str):
             raise BadRequest("prompt must be a string")
-        options = _options(body)
+        options = self._options(body)
         self._check_think(served, options)
         name = str(body["model"])
         if not prompt and not body.get("images"):
@@ -263,6 +264,9 @@ class OllamaAPI:
             return item
 
         await self._generation(responder, body, start, frame)
+
+    def _options(self, body: dict[str, Any]) -> GenerationOptions:
+        return _options(body, self.parameters)
 
     def _check_think(self, served: Served, options: GenerationOptions) -> None:
         if options.think not in (None, False) and not served.actor.capabilities.think:
@@ -371,7 +375,7 @@ class OllamaAPI:
         if not served.actor.capabilities.embed:
             raise BadRequest(f'"{served.name}" does not support embeddings')
         try:
-            return await served.actor.embed(inputs, options=_options(body))
+            return await served.actor.embed(inputs, options=self._options(body))
         except (NotSupported, ValueError) as error:
             raise BadRequest(str(error)) from None
         except ModelNotFound as error:
@@ -393,9 +397,11 @@ def _json_body(request: Request) -> dict[str, Any]:
     return body
 
 
-def _options(body: dict[str, Any]) -> GenerationOptions:
+def _options(body: dict[str, Any], parameters: dict[str, Any]) -> GenerationOptions:
+    given = body.get("options")
+    merged = {**parameters, **given} if isinstance(given, dict) else given if given is not None else parameters
     try:
-        return options_from_ollama(body.get("options"), think=body.get("think"),
+        return options_from_ollama(merged, think=body.get("think"),
                                    keep_alive=body.get("keep_alive"), format=body.get("format"))
     except ValueError as error:
         raise BadRequest(str(error)) from None
@@ -478,9 +484,10 @@ async def _cancel_when(responder: Responder, reply: Any) -> None:
 class OllamaAPIServer:
     """An HTTP server speaking Ollama's API over `actors` (started by the caller, or by `start_actors`)."""
 
-    def __init__(self, actors: Sequence[ModelRuntimeActor], host: str = "127.0.0.1", port: int = 11434) -> None:
+    def __init__(self, actors: Sequence[ModelRuntimeActor], host: str = "127.0.0.1", port: int = 11434,
+                 parameters: dict[str, Any] | None = None) -> None:
         self.actors = list(actors)
-        self.api = OllamaAPI(self.actors)
+        self.api = OllamaAPI(self.actors, parameters)
         self.http = HTTPServer(self.api, host, port)
 
     @property
@@ -502,7 +509,7 @@ class OllamaAPIServer:
 
 
 async def serve(specs: Sequence[str], host: str = "127.0.0.1", port: int = 11434,
-                ready: Any = None) -> None:
+                ready: Any = None, parameters: dict[str, Any] | None = None) -> None:
     """Create and start the actors, serve until cancelled, then stop them."""
     from workbench.runtimes.registry import create_actor
 
@@ -512,7 +519,7 @@ async def serve(specs: Sequence[str], host: str = "127.0.0.1", port: int = 11434
             actor.start()
         for actor in actors:
             await actor.wait_ready()
-        server = OllamaAPIServer(actors, host, port)
+        server = OllamaAPIServer(actors, host, port, parameters)
         await server.start()
         if ready is not None:
             ready(server)
