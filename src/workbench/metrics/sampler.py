@@ -134,11 +134,17 @@ class ResourceSampler:
             cpu = 0.0
             alive = 0
             for member in members:
-                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                try:
                     with member.oneshot():
+                        if member.status() == psutil.STATUS_ZOMBIE:
+                            continue  # exited, not yet reaped: it holds nothing
                         rss += member.memory_info().rss
                         cpu += member.cpu_percent(None)
                     alive += 1
+                except psutil.NoSuchProcess:
+                    self._processes.pop(member.pid, None)  # gone: forget it (its pid may be reused)
+                except psutil.AccessDenied:
+                    pass
             return ResourceSample(now, rss, cpu, alive) if alive else None
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             self._processes.pop(target.pid, None)
