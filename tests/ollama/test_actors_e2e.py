@@ -163,3 +163,14 @@ async def test_server_down_says_not_reachable(cls: type[ModelRuntimeActor]) -> N
             await actor.chat("hello")
     finally:
         await actor.stop()
+
+
+async def test_availability_probes_the_server_and_the_binary(
+    scripted_server: OllamaAPIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for cls in (OllamaRESTRuntimeActor, OllamaLibRuntimeActor):
+        report = await cls.availability(scripted_server.url)
+        assert report.available, report.reason
+    monkeypatch.setenv("OLLAMA_BINARY", str(STAND_IN))
+    report = await OllamaCLIRuntimeActor.availability()
+    assert report.available and str(STAND_IN) in report.reason

@@ -24,7 +24,7 @@ from workbench.errors import (
     WorkbenchError,
 )
 from workbench.metrics.sampler import ProcessTarget
-from workbench.runtimes.base import ChatRequest, EmbedRequest, GenerateRequest
+from workbench.runtimes.base import Availability, ChatRequest, EmbedRequest, GenerateRequest
 from workbench.runtimes.external import ExternalModelRuntimeActor
 from workbench.runtimes.ollama_common import (
     ServerProcess,
@@ -54,6 +54,16 @@ class OllamaLibRuntimeActor(ExternalModelRuntimeActor):
         self.timeout = timeout if timeout is not None else DEFAULT_TIMEOUT
         self.capabilities = Capabilities(think=True, embed=True, summarize_image=True)
         self.server_process = ServerProcess(parse_ollama_host(self.base_url))
+
+    @classmethod
+    async def availability(cls, host: str | None = None) -> Availability:
+        """The package must be installed and the server must answer (checked as ollama-rest checks it)."""
+        installed = await super().availability(host)
+        if not installed.available:
+            return installed
+        from workbench.runtimes.ollama_rest import OllamaRESTRuntimeActor
+
+        return await OllamaRESTRuntimeActor.availability(host)
 
     def create_client(self) -> Any:
         import ollama
