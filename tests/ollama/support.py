@@ -6,15 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from tests.support.scripted import ScriptedActor
 from workbench.actors.actor import Message
 from workbench.runtimes.base import GenerateRequest
-from workbench.runtimes.types import Capabilities, Chunk, Usage
+from workbench.runtimes.types import Capabilities, Chunk
 
 STAND_IN = Path(__file__).resolve().parents[1] / "bin" / "ollama"
 

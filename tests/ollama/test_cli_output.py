@@ -119,3 +119,20 @@ def test_run_flags() -> None:
     assert run_flags(options) == ["--nowordwrap", "--verbose", "--think=low", "--hidethinking",
                                   "--format", "json", "--keepalive", "300s"]
     assert "--think=false" in run_flags(GenerationOptions(think=False))
+
+
+@pytest.mark.parametrize(("ns", "text"), [
+    (0, "0s"), (500, "500ns"), (950_000, "950µs"), (85_200_000, "85.2ms"), (1_200_000_000, "1.2s"),
+    (1_234_567_891, "1.234567891s"), (62_500_000_000, "1m2.5s"), (3_723_004_000_000, "1h2m3.004s"),
+])
+def test_the_stand_in_prints_go_durations_that_we_parse_back(ns: int, text: str) -> None:
+    import importlib.machinery
+    import importlib.util
+
+    from tests.ollama.support import STAND_IN
+
+    loader = importlib.machinery.SourceFileLoader("ollama_stand_in", str(STAND_IN))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("ollama_stand_in", loader))
+    loader.exec_module(module)
+    assert module.go_duration(ns) == text
+    assert parse_go_duration(text) == pytest.approx(ns / 1e9, rel=1e-12, abs=1e-15)

@@ -36,7 +36,7 @@ from workbench.errors import ModelNotFound, NotSupported, WorkbenchError
 from workbench.metrics.request import RequestMetrics
 from workbench.runtimes.base import ModelRuntimeActor, image_to_data_url
 from workbench.runtimes.ollama_common import options_from_ollama
-from workbench.runtimes.types import ChatMessage, Chunk, GenerationOptions, ImagePart, ImageURL, TextPart
+from workbench.runtimes.types import ChatMessage, Chunk, Embeddings, GenerationOptions, ImagePart, ImageURL, TextPart
 from workbench.server.http import HTTPServer, Request, Responder
 
 NDJSON = "application/x-ndjson"
@@ -348,8 +348,6 @@ class OllamaAPI:
             await responder.send_json(200, {"model": name, "embeddings": []})
             return
         result = await self._embed(served, inputs, body)
-        if result is None:
-            return await responder.send_json(500, {"error": "embedding failed"})
         vectors = result.vectors if result.normalized else [_normalized(v) for v in result.vectors]
         answer: dict[str, Any] = {"model": name, "embeddings": vectors}
         if result.metrics is not None:
@@ -369,9 +367,9 @@ class OllamaAPI:
             await responder.send_json(200, {"embedding": []})
             return
         result = await self._embed(served, [prompt], body)
-        await responder.send_json(200, {"embedding": result.vectors[0] if result else []})
+        await responder.send_json(200, {"embedding": result.vectors[0]})
 
-    async def _embed(self, served: Served, inputs: list[str], body: dict[str, Any]) -> Any:
+    async def _embed(self, served: Served, inputs: list[str], body: dict[str, Any]) -> Embeddings:
         if not served.actor.capabilities.embed:
             raise BadRequest(f'"{served.name}" does not support embeddings')
         try:
