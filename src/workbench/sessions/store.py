@@ -144,7 +144,9 @@ class SessionJournal:
 
 
 # ----- loading --------------------------------------------------------------------------------------------
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, *, complete_lines_only: bool = False) -> str:
+    """The file's text. With `complete_lines_only` (a journal), bytes after the last newline are
+    dropped before decoding: a crash may cut that line inside a multi-byte character."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -154,7 +156,10 @@ def _read_text(path: Path) -> str:
     if size > MAX_FILE_BYTES:
         raise SessionFileError(path, f"file is {size} bytes, more than the {MAX_FILE_BYTES} bytes allowed")
     try:
-        return path.read_bytes().decode("utf-8")
+        data = path.read_bytes()
+        if complete_lines_only:
+            data = data[: data.rfind(b"\n") + 1]
+        return data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise SessionFileError(path, f"not UTF-8 text (byte {error.start})") from None
     except OSError as error:
@@ -207,10 +212,9 @@ def _validate(path: Path, model: type[M], data: Any, where: str = "") -> M:
 def load_session(path: Path | str) -> ChatSession:
     """Load a saved session (`.json`) or a journal (`.journal.jsonl`, possibly cut short by a crash)."""
     path = Path(path)
-    text = _read_text(path)
     if path.name.endswith(".jsonl"):
-        return _load_journal(path, text)
-    data = _parse_json(path, text)
+        return _load_journal(path, _read_text(path, complete_lines_only=True))
+    data = _parse_json(path, _read_text(path))
     _check_format(path, data, (SESSION_FORMAT,))
     return _validate(path, ChatSession, data)
 
@@ -267,8 +271,8 @@ def list_sessions(folder: Path | None = None) -> tuple[list[SessionSummary], lis
         if not (is_journal or path.suffix == ".json"):
             continue
         try:
-            if not is_journal and _peek_format(path) != SESSION_FORMAT:
-                continue  # benchmark runs live here too
+            if not is_journal and _peek_format(path) == BENCHMARK_FORMAT:
+                continue  # benchmark runs live here too; anything else unreadable is reported
             session = load_session(path)
         except SessionFileError as error:
             problems.append(error)
