@@ -70,11 +70,15 @@ class WorkbenchApp(App[int]):
         graph_interval_s: float = 1.0,
         limit: ConcurrencyLimit | None = None,
         settings_path: Path | None = None,
+        own_actors: bool = True,
     ) -> None:
+        """`actor_factory` builds actors from specs (tests inject one); with `own_actors` False the
+        app leaves the actors running on exit (a test's shared, already loaded model)."""
         super().__init__()
         specs = list(actor_specs) or list(DEFAULT_SPECS)
         self.discover_ollama = (not actor_specs) if discover_ollama is None else discover_ollama
         self.actor_factory = actor_factory
+        self.own_actors = own_actors
         self.sessions_dir = Path(sessions_dir) if sessions_dir else default_sessions_dir()
         self.requested_theme = theme
         self.settings_path = settings_path
@@ -332,8 +336,9 @@ class WorkbenchApp(App[int]):
             pane.cancel()
         if self.recorder is not None:
             self.recorder.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.supervisor.stop_all(drain=False), timeout=10)
+        if self.own_actors:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.supervisor.stop_all(drain=False), timeout=10)
 
     async def on_unmount(self) -> None:
         await self.shutdown()
