@@ -153,6 +153,33 @@ def test_sampler_reads_a_child_process_tree(process_tree: tuple[int, int]) -> No
     assert later["tree"].rss_bytes < taken["tree"].rss_bytes - 70 * MB
 
 
+SPAWN_ON_REQUEST = (
+    "import subprocess, sys, time; sys.stdin.readline(); "
+    "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+    "print(child.pid, flush=True); time.sleep(60)"
+)
+
+
+def test_a_new_member_of_a_tree_is_seen_once_membership_is_refreshed() -> None:
+    parent = subprocess.Popen([sys.executable, "-c", SPAWN_ON_REQUEST], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        sampler = ResourceSampler(tree_refresh_s=3600)
+        sampler.watch("tree", ProcessTarget(parent.pid, include_children=True))
+        assert sampler.sample_once()["tree"].processes == 1
+        assert parent.stdin is not None and parent.stdout is not None
+        parent.stdin.write("go\n")
+        parent.stdin.flush()
+        child_pid = int(parent.stdout.readline())
+        assert sampler.sample_once()["tree"].processes == 1  # membership is cached between refreshes
+        sampler.tree_refresh_s = 0.0
+        assert sampler.sample_once()["tree"].processes == 2
+        psutil.Process(child_pid).kill()
+    finally:
+        parent.kill()
+        parent.wait()
+
+
 def test_sampler_skips_a_process_that_is_gone() -> None:
     finished = subprocess.Popen([sys.executable, "-c", "pass"])
     finished.wait()

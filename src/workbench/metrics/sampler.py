@@ -2,8 +2,9 @@
 
 That is our own process for in-process runtimes, a child process for CLI runtimes, and a local
 server's process tree for Ollama. Samples go into bounded time series that the app plots and the
-benchmarks summarise. A sample reads a few /proc files per process, so sampling at 2 Hz costs a
-small fraction of one core (see `benchmarks/sampler_cost.py`).
+benchmarks summarise. A sample reads a few /proc files per process; finding a tree's members
+means scanning every process on the machine, so that is done only every `tree_refresh_s`. Sampling
+at 2 Hz costs a small fraction of one core (see `benchmarks/sampler_cost.py`).
 """
 
 from __future__ import annotations
@@ -82,11 +83,15 @@ class ResourceSampler:
     Processes that share a pid (several in-process actors) are read once per tick.
     """
 
-    def __init__(self, interval_s: float = 0.5, capacity: int = 600) -> None:
+    def __init__(self, interval_s: float = 0.5, capacity: int = 600, *, tree_refresh_s: float = 2.0) -> None:
         if interval_s <= 0:
             raise ValueError("sampling interval must be positive")
         self.interval_s = interval_s
         self.capacity = capacity
+        # Finding a tree's members scans every process on the machine (most of a tick's cost), so
+        # membership is refreshed this often, and at once when a member is found gone.
+        self.tree_refresh_s = tree_refresh_s
+        self._trees: dict[int, tuple[float, list[int]]] = {}
         self.series: dict[str, TimeSeries] = {}
         self._targets: dict[str, TargetSource] = {}
         self._processes: dict[int, psutil.Process] = {}
@@ -129,7 +134,11 @@ class ResourceSampler:
             root = self._process(target.pid)
             members = [root]
             if target.include_children:
-                members += [self._process(child.pid) for child in root.children(recursive=True)]
+                for pid in self._descendants(root):
+                    try:
+                        members.append(self._process(pid))
+                    except (psutil.NoSuchProcess, psutil.AccessDenied):
+                        self._trees.pop(target.pid, None)
             rss = 0
             cpu = 0.0
             alive = 0
@@ -143,12 +152,23 @@ class ResourceSampler:
                     alive += 1
                 except psutil.NoSuchProcess:
                     self._processes.pop(member.pid, None)  # gone: forget it (its pid may be reused)
+                    self._trees.pop(target.pid, None)
                 except psutil.AccessDenied:
                     pass
             return ResourceSample(now, rss, cpu, alive) if alive else None
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             self._processes.pop(target.pid, None)
+            self._trees.pop(target.pid, None)
             return None
+
+    def _descendants(self, root: psutil.Process) -> list[int]:
+        now = time.monotonic()
+        cached = self._trees.get(root.pid)
+        if cached is not None and now - cached[0] < self.tree_refresh_s:
+            return cached[1]
+        pids = [child.pid for child in root.children(recursive=True)]
+        self._trees[root.pid] = (now, pids)
+        return pids
 
     # ----- running in the background --------------------------------------------------------------
     def start(self) -> None:
