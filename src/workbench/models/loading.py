@@ -254,7 +254,7 @@ def convert_gguf(entry: ModelEntry, target: Path, progress: ProgressCallback) ->
     gc.collect()
 
 
-def _is_vision_folder(folder: Path) -> bool:
+def is_vision_folder(folder: Path) -> bool:
     config = _read_json(folder / "config.json")
     return "vision_config" in config
 
@@ -285,7 +285,7 @@ def load_causal_lm(
             source = "converted"
     report(0.85, f"loading weights from {folder}")
     processor = None
-    if _is_vision_folder(folder):
+    if is_vision_folder(folder):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         model = AutoModelForImageTextToText.from_pretrained(folder, local_files_only=True, dtype="float32")

@@ -1,0 +1,387 @@
+"""`TransformersRuntimeActor`: Hugging Face transformers models, in process (spec `transformers:MODEL`).
+
+MODEL is anything the catalog resolves: `smollm2`, `minilm`, a local `.gguf` file or a local model
+folder. Loading goes through `workbench.models.loading` (converted-GGUF cache, memory check).
+
+Decoding is our own loop over `model(...)` with the KV cache (`past_key_values`), run on the actor's
+worker thread by `stream_blocking`: it yields each token as it is made, checks the cancel flag
+between tokens (a cancelled stream stops within one token), and keeps the throughput of
+`model.generate` (benchmarks/inprocess.py measures both side by side). Temperature 0 or unset means
+greedy decoding, which is reproducible; otherwise temperature, top-k and top-p sampling with a
+`torch.Generator` seeded from `seed` (same seed, same answer).
+
+Thinking (`think`): a model whose chat template knows `enable_thinking` (Qwen3 style) gets it
+switched on and its `<think>...</think>` block is routed to `Chunk.thinking`. A model without one
+(SmolLM2) follows our prompt convention: `THINK_INSTRUCTION` is added to the system prompt and the
+assistant turn is opened with `<think>`, so everything up to the model's `</think>` is thinking and
+the rest is the answer. A small model may never close the block; then all of it is thinking.
+
+Embeddings: an encoder folder (`minilm`) gives sentence-transformers style vectors (mean pooling
+over the attention mask, L2-normalised). A causal LM gives mean-pooled last hidden states,
+normalised, and says so in `Embeddings.method` and the capabilities' notes.
+
+Images: a vision-language model folder (its config has `vision_config`, loaded with
+`AutoModelForImageTextToText` and `AutoProcessor`) can `summarize_image` and take image parts in
+chat; a text-only model raises `NotSupported`.
+
+Sharing one loaded model: pass `preloaded=` (a `workbench.models.loading.LoadedModel`) and the
+actor uses it instead of loading; `unload` then only drops this actor's reference. Tests and
+`workbench serve` use this to keep one copy of the weights for several actors.
+
+Threads: `threads=` (default: the machine's cores) is applied with `torch.set_num_threads` when
+the model loads and before every request; torch's setting is process-wide, so actors in one process
+with different counts take turns with it.
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, ClassVar
+
+import torch
+
+from workbench.actors.actor import Message
+from workbench.errors import NotSupported
+from workbench.models.catalog import ModelEntry, resolve_model
+from workbench.models.loading import LoadedModel, ProgressCallback, is_vision_folder, load_model
+from workbench.runtimes.base import Availability, ChatRequest, EmbedRequest, GenerateRequest
+from workbench.runtimes.inprocess import InProcessModelRuntimeActor
+from workbench.runtimes.streamtext import THINK_OPEN, IncrementalDecoder, StopMatcher, ThinkSplitter
+from workbench.runtimes.types import Capabilities, ChatMessage, Chunk, Embeddings, GenerationOptions, Usage
+
+DEFAULT_MAX_TOKENS = 512
+THINK_INSTRUCTION = (
+    "First think about the question step by step inside <think> and </think> tags. "
+    "After </think>, give your final answer."
+)
+_FALLBACK_TEMPLATE_ROLES = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
+
+
+def capabilities_for(entry: ModelEntry, vision: bool) -> Capabilities:
+    """What this runtime can do with this model (known before loading, from the catalog entry)."""
+    if entry.kind == "embedding":
+        note = f"{entry.name} is an embedding model"
+        return Capabilities(
+            generate=False, chat=False, complete=False, think=False, summarize_text=False,
+            summarize_image=False, embed=True, streaming=False,
+            notes={op: note for op in ("generate", "chat", "complete", "think", "summarize_text", "summarize_image")}
+            | {"embed": "mean pooling over the attention mask, L2-normalised (sentence-transformers style)"},
+        )
+    notes = {
+        "think": "the model's own thinking template when it has one; otherwise a system instruction to "
+                 "reason inside <think>...</think> with the block opened in the reply",
+        "embed": "mean-pooled last hidden states of a causal LM, L2-normalised (not a trained embedding model)",
+    }
+    if not vision:
+        notes["summarize_image"] = f"{entry.name} is a text-only model"
+    return Capabilities(think=True, embed=True, summarize_image=vision, notes=notes)
+
+
+class TransformersRuntimeActor(InProcessModelRuntimeActor):
+    runtime: ClassVar[str] = "transformers"
+    description: ClassVar[str] = "Hugging Face transformers, in process"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        preloaded: LoadedModel | None = None,
+        available_memory: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """`preloaded` shares an already loaded model; `available_memory` overrides psutil's figure
+        for the memory check (tests)."""
+        self.entry = preloaded.entry if preloaded is not None else resolve_model(model)
+        super().__init__(model, **kwargs)
+        self._preloaded = preloaded
+        self._available_memory = available_memory
+        self.loaded: LoadedModel | None = None
+        vision = preloaded.kind == "vision-lm" if preloaded else (
+            self.entry.gguf_file is None and is_vision_folder(self.entry.path))
+        self.capabilities = capabilities_for(self.entry, vision)
+
+    @classmethod
+    async def availability(cls, host: str | None = None) -> Availability:
+        import importlib.util
+
+        missing = [name for name in ("transformers", "torch", "gguf") if importlib.util.find_spec(name) is None]
+        if missing:
+            return Availability(False, f"missing packages: {', '.join(missing)}")
+        return Availability(True)
+
+    # ----- lifecycle (worker thread) ---------------------------------------------------------------------
+    def load(self, progress: ProgressCallback) -> None:
+        torch.set_num_threads(self.threads)
+        if self._preloaded is not None:
+            self.loaded = self._preloaded
+            progress(1.0, "using a preloaded model")
+            return
+        self.loaded = load_model(self.entry, progress, available_memory=self._available_memory)
+
+    def unload(self) -> None:
+        self.loaded = None
+        self._preloaded = None
+        gc.collect()
+
+    def _require(self) -> LoadedModel:
+        if self.loaded is None:
+            raise RuntimeError(f"actor {self.name} has no model loaded")
+        return self.loaded
+
+    # ----- stream hooks --------------------------------------------------------------------------------
+    async def stream_generate(self, request: GenerateRequest, message: Message) -> AsyncIterator[Chunk]:
+        loaded = self._require()
+        if request.raw:
+            inputs = loaded.tokenizer(request.prompt, return_tensors="pt")
+            produce_inputs: dict[str, torch.Tensor] = {"input_ids": inputs["input_ids"]}
+            async for chunk in self._stream(produce_inputs, request.options, message, thinking=None):
+                yield chunk
+            return
+        messages: list[ChatMessage] = []
+        if request.system:
+            messages.append(ChatMessage(role="system", content=request.system))
+        if request.images:
+            from workbench.runtimes.types import ImagePart, ImageURL, TextPart
+
+            parts: list[Any] = [ImagePart(image_url=ImageURL(url=url)) for url in request.images]
+            messages.append(ChatMessage(role="user", content=[*parts, TextPart(text=request.prompt)]))
+        else:
+            messages.append(ChatMessage(role="user", content=request.prompt))
+        async for chunk in self.stream_chat(ChatRequest(messages=messages, options=request.options), message):
+            yield chunk
+
+    async def stream_chat(self, request: ChatRequest, message: Message) -> AsyncIterator[Chunk]:
+        loaded = self._require()
+        thinking = bool(request.options.think) and self.capabilities.think
+        if any(item.image_urls() for item in request.messages) and loaded.kind != "vision-lm":
+            raise NotSupported(f"{self.runtime} ({self.model})", "images", f"{self.entry.name} is a text-only model")
+        inputs, opened = self._chat_inputs(loaded, request.messages, thinking)
+        async for chunk in self._stream(inputs, request.options, message, thinking=opened if thinking else None):
+            yield chunk
+
+    async def run_embed(self, request: EmbedRequest, message: Message) -> Embeddings:
+        return await self.run_blocking(self._embed, request.inputs)
+
+    async def runtime_stats(self) -> dict[str, Any]:
+        loaded = self.loaded
+        if loaded is None:
+            return {"details": {"path": str(self.entry.file), "kind": self.entry.kind, "loaded": False}}
+        parameters = loaded.parameters
+        first = next(loaded.model.parameters())
+        weights = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+        return {
+            "parameters": parameters,
+            "dtype": str(first.dtype).removeprefix("torch."),
+            "device": str(first.device),
+            "memory_bytes": weights,
+            "load_time_s": loaded.load_time_s,
+            "details": {
+                "path": str(self.entry.file),
+                "kind": loaded.kind,
+                "source": loaded.source,
+                "torch_threads": torch.get_num_threads(),
+                "estimated_bytes": loaded.estimate.bytes_needed if loaded.estimate else None,
+                "shared": self._preloaded is not None,
+            },
+        }
+
+    # ----- prompts -------------------------------------------------------------------------------------
+    def _chat_inputs(
+        self, loaded: LoadedModel, messages: list[ChatMessage], thinking: bool
+    ) -> tuple[dict[str, torch.Tensor], bool]:
+        """Model inputs for a conversation, and whether the prompt itself opened a thinking block."""
+        template = getattr(loaded.tokenizer, "chat_template", None) or ""
+        native_thinking = "enable_thinking" in template
+        dicts = [{"role": item.role, "content": item.text} for item in messages]
+        if thinking and not native_thinking:
+            if dicts and dicts[0]["role"] == "system":
+                dicts[0] = {"role": "system", "content": f"{dicts[0]['content']}\n\n{THINK_INSTRUCTION}"}
+            else:
+                dicts.insert(0, {"role": "system", "content": THINK_INSTRUCTION})
+        extra = {"enable_thinking": thinking} if native_thinking else {}
+        images = [image for item in messages for image in item.images()]
+        if loaded.processor is not None:
+            processor_messages = [
+                {"role": item.role, "content": [{"type": "image"} for _ in item.images()]
+                 + [{"type": "text", "text": item.text}]}
+                for item in messages
+            ]
+            prompt = loaded.processor.apply_chat_template(processor_messages, add_generation_prompt=True, **extra)
+        elif template:
+            prompt = loaded.tokenizer.apply_chat_template(dicts, add_generation_prompt=True, tokenize=False, **extra)
+        else:
+            prompt = "".join(f"{_FALLBACK_TEMPLATE_ROLES[d['role']]}: {d['content']}\n" for d in dicts) + "Assistant:"
+        opened = False
+        if thinking:
+            opened = prompt.rstrip().endswith(THINK_OPEN)
+            if not native_thinking:
+                prompt, opened = prompt + THINK_OPEN + "\n", True
+        if loaded.processor is not None and images:
+            from PIL import Image
+
+            pictures = [Image.open(io.BytesIO(data)).convert("RGB") for data in images]
+            encoded = loaded.processor(images=pictures, text=prompt, return_tensors="pt")
+            return dict(encoded), opened
+        encoded = loaded.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        return {"input_ids": encoded["input_ids"]}, opened
+
+    # ----- decoding ------------------------------------------------------------------------------------
+    async def _stream(
+        self,
+        inputs: dict[str, torch.Tensor],
+        options: GenerationOptions,
+        message: Message,
+        thinking: bool | None,
+    ) -> AsyncIterator[Chunk]:
+        """`thinking`: None → no thinking split; False/True → split, starting outside/inside the block."""
+        loaded = self._require()
+        cancel = message.cancel_event
+
+        def produce(cancel_event: threading.Event) -> Iterator[Chunk]:
+            return self._produce(loaded, inputs, options, cancel_event, thinking)
+
+        async for chunk in self.stream_blocking(produce, cancel):
+            yield chunk
+
+    def _produce(
+        self,
+        loaded: LoadedModel,
+        inputs: dict[str, torch.Tensor],
+        options: GenerationOptions,
+        cancel: threading.Event,
+        thinking: bool | None,
+    ) -> Iterator[Chunk]:
+        torch.set_num_threads(self.threads)
+        tokenizer = loaded.tokenizer
+        decoder = IncrementalDecoder(lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
+        stopper = StopMatcher(options.stop)
+        splitter = ThinkSplitter(thinking=thinking) if thinking is not None else None
+        input_tokens = int(inputs["input_ids"].shape[1])
+        produced = 0
+        finish = "stop"
+        for token_id, finish_reason in self._tokens(loaded, inputs, options, cancel):
+            if finish_reason is not None:
+                finish = finish_reason
+                break
+            produced += 1
+            text = stopper.push(decoder.push(token_id))
+            yield from self._chunks_of(text, 1, splitter)
+            if stopper.stopped:
+                break
+        tail = stopper.push(decoder.flush())
+        tail += stopper.flush()
+        yield from self._chunks_of(tail, None, splitter)
+        if splitter is not None:
+            yield from splitter.flush()
+        if cancel.is_set():
+            finish = "cancelled"
+        yield Chunk(done=True, finish_reason=finish, usage=Usage(input_tokens=input_tokens, output_tokens=produced))
+
+    @staticmethod
+    def _chunks_of(text: str, tokens: int | None, splitter: ThinkSplitter | None) -> Iterator[Chunk]:
+        if splitter is not None:
+            yield from splitter.push(text, tokens)
+        elif text:
+            yield Chunk(text=text, tokens=tokens)
+
+    def _tokens(
+        self,
+        loaded: LoadedModel,
+        inputs: dict[str, torch.Tensor],
+        options: GenerationOptions,
+        cancel: threading.Event,
+    ) -> Iterator[tuple[int, str | None]]:
+        """Yield (token id, None) per new token, then (−1, reason) when it ends for any other cause
+        than the caller stopping: "stop" (end of sequence) or "length"."""
+        model = loaded.model
+        limit = self._max_new_tokens(loaded, inputs, options)
+        eos = self._eos_ids(loaded)
+        generator = None
+        if not _greedy(options):
+            generator = torch.Generator()
+            generator.manual_seed(options.seed if options.seed is not None else torch.seed())
+        with torch.inference_mode():
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=model.config.get_text_config())
+            outputs = model(**inputs, past_key_values=cache, use_cache=True)
+            for _ in range(limit):
+                token = _next_token(outputs.logits[:, -1, :], options, generator)
+                token_id = int(token)
+                if token_id in eos:
+                    yield -1, "stop"
+                    return
+                yield token_id, None
+                if cancel.is_set():
+                    return
+                outputs = model(input_ids=token.view(1, 1), past_key_values=outputs.past_key_values, use_cache=True)
+        yield -1, "length"
+
+    @staticmethod
+    def _max_new_tokens(loaded: LoadedModel, inputs: dict[str, torch.Tensor], options: GenerationOptions) -> int:
+        config = loaded.model.config.get_text_config()
+        context = getattr(config, "max_position_embeddings", None) or 2048
+        room = context - int(inputs["input_ids"].shape[1])
+        if room <= 0:
+            raise ValueError(f"the prompt is {inputs['input_ids'].shape[1]} tokens; the model's context is {context}")
+        return max(1, min(options.max_tokens or DEFAULT_MAX_TOKENS, room))
+
+    @staticmethod
+    def _eos_ids(loaded: LoadedModel) -> set[int]:
+        found: set[int] = set()
+        for value in (loaded.model.generation_config.eos_token_id, loaded.tokenizer.eos_token_id):
+            if isinstance(value, int):
+                found.add(value)
+            elif isinstance(value, (list, tuple)):
+                found.update(int(item) for item in value)
+        return found
+
+    # ----- embeddings ----------------------------------------------------------------------------------
+    def _embed(self, texts: list[str]) -> Embeddings:
+        torch.set_num_threads(self.threads)
+        loaded = self._require()
+        tokenizer = loaded.tokenizer
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        limit = min(int(getattr(tokenizer, "model_max_length", 512) or 512), 512)
+        batch = tokenizer(texts, padding=True, truncation=True, max_length=limit, return_tensors="pt")
+        mask = batch["attention_mask"]
+        with torch.inference_mode():
+            if loaded.kind == "encoder":
+                hidden = loaded.model(**batch).last_hidden_state
+                method = "mean-pooled encoder output"
+            else:
+                hidden = loaded.model.base_model(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
+                method = "mean-pooled hidden states (causal LM)"
+            weights = mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+            vectors = torch.nn.functional.normalize(pooled, p=2, dim=1)
+        from workbench.metrics.request import RequestMetrics
+
+        metrics = RequestMetrics(correlation_id="", operation="embed", input_tokens=int(mask.sum()))
+        return Embeddings(vectors=vectors.tolist(), model=self.entry.name, normalized=True, method=method, metrics=metrics)
+
+
+def _greedy(options: GenerationOptions) -> bool:
+    return options.temperature is None or options.temperature == 0.0
+
+
+def _next_token(logits: torch.Tensor, options: GenerationOptions, generator: torch.Generator | None) -> torch.Tensor:
+    """Greedy argmax, or a sample with temperature, top-k and top-p applied in that order."""
+    if generator is None:
+        return logits.argmax(dim=-1)
+    scores = logits.float() / float(options.temperature or 1.0)
+    if options.top_k is not None and options.top_k < scores.shape[-1]:
+        kth = torch.topk(scores, options.top_k, dim=-1).values[..., -1, None]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if options.top_p is not None and options.top_p < 1.0:
+        ordered, order = torch.sort(scores, descending=True, dim=-1)
+        cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
+        remove = cumulative - ordered.softmax(dim=-1) >= options.top_p  # keep the token that crosses p
+        ordered = ordered.masked_fill(remove, float("-inf"))
+        scores = torch.full_like(scores, float("-inf")).scatter(-1, order, ordered)
+    probabilities = scores.softmax(dim=-1)
+    return torch.multinomial(probabilities, 1, generator=generator).view(-1)
