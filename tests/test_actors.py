@@ -389,3 +389,36 @@ async def test_a_failing_event_handler_does_not_break_the_actor() -> None:
     assert await actor.send("echo", 2) == 2
     assert len(seen) == 1
     await actor.stop()
+
+
+async def test_a_stopped_actor_does_not_start_again_by_itself() -> None:
+    actor = Worker()
+    assert await actor.send("echo", 1) == 1
+    await actor.stop()
+    with pytest.raises(ActorStopped):
+        await actor.wait_ready()
+    with pytest.raises(ActorStopped):
+        actor.start()
+    assert actor.state == ActorState.STOPPED
+    await actor.stop()  # stopping twice is harmless
+    assert actor.state == ActorState.STOPPED
+
+
+async def test_cancel_a_message_waiting_for_a_concurrency_slot() -> None:
+    shared = ConcurrencyLimit(1)
+    holder, waiter = Worker(limit=shared), Worker(limit=shared)
+    held = holder.send("block", "holds the only slot")
+    await holder.entered.wait()
+    waiting = waiter.send("echo", "waits")
+    while shared.waiting == 0:
+        await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(MessageCancelled):
+        await waiting
+    assert shared.waiting == 0 and shared.running == 1
+    assert waiter.ran == []
+    holder.gate.set()
+    assert await held == "opened"
+    assert await waiter.send("echo", "now") == "now"
+    assert shared.running == 0
+    await asyncio.gather(holder.stop(), waiter.stop())

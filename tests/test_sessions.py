@@ -290,6 +290,14 @@ def test_no_secrets_are_written(tmp_path: Path) -> None:
     assert load_session(tmp_path / "sec.json").panes[0].options.extra["api_key"] == "[redacted]"
 
 
+def test_redaction_spares_model_names_that_look_like_key_prefixes(tmp_path: Path) -> None:
+    spec = "transformers:hf-internal-testing/tiny-random-LlamaForCausalLM"
+    session = ChatSession(id="names", panes=[PaneRecord(id="p", spec=spec)],
+                          events=[ChunkEvent(t=0, pane="p", text="a task-management-system-overview")])
+    loaded = load_session(save_session(session, tmp_path / "names.json"))
+    assert loaded.panes[0].spec == spec and loaded.events[0].text == "a task-management-system-overview"
+
+
 # ----- atomic saves -----------------------------------------------------------------------------------------------------
 def test_a_failed_save_leaves_the_old_file_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = save_session(make_session(), tmp_path / "keep.json")

@@ -228,8 +228,7 @@ class Actor(EventEmitter):
         reply_class: type[Reply[Any]] = Reply,
     ) -> Reply[Any]:
         """Queue a message and return its reply at once."""
-        if not self._accepting:
-            raise ActorStopped(f"actor {self.name} is stopped; restart it to send {operation!r}")
+        self._check_accepting(f"send {operation!r} to")
         message = Message(operation, payload, stream=stream, limited=limited)
         if correlation_id:
             message.correlation_id = correlation_id
@@ -241,11 +240,15 @@ class Actor(EventEmitter):
         return reply
 
     def start(self) -> None:
-        """Start the worker (and so `on_start`) now rather than on the first message."""
+        """Start the worker (and so `on_start`) now rather than on the first message. A stopped actor
+        raises ActorStopped: only `restart()` brings it back, so a stop is never silently undone."""
+        self._check_accepting("start")
         self._ensure_worker()
 
     async def wait_ready(self) -> None:
-        """Wait until `on_start` has finished; raises ActorFailed when it failed."""
+        """Wait until `on_start` has finished; raises ActorFailed when it failed, ActorStopped when
+        the actor was stopped."""
+        self._check_accepting("wait for")
         self._ensure_worker()
         while self.state in (ActorState.CREATED, ActorState.STARTING):
             await asyncio.sleep(0.01)
@@ -285,6 +288,10 @@ class Actor(EventEmitter):
         self._emit_state()
 
     # ----- internals -------------------------------------------------------------------------------
+    def _check_accepting(self, what: str) -> None:
+        if not self._accepting:
+            raise ActorStopped(f"actor {self.name} is stopped; restart it to {what} it")
+
     def _ensure_worker(self) -> None:
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(self._run(), name=f"actor:{self.name}")

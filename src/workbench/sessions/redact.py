@@ -11,7 +11,8 @@ _SECRET_KEY = re.compile(
 )
 _BEARER = re.compile(r"\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}", re.I)
 _URL_WITH_USER = re.compile(r"\b([a-z][a-z0-9+.-]*://)[^/\s@]+@", re.I)
-_KEY_LIKE = re.compile(r"\b(sk|pk|rk|hf|ghp|gho|xox[bap])[-_][A-Za-z0-9_-]{16,}\b")
+# Real keys are random and hold digits; the lookahead spares names like `hf-internal-testing/...`.
+_KEY_LIKE = re.compile(r"\b(sk|pk|rk|hf|ghp|gho|xox[bap])[-_](?=[A-Za-z0-9_-]*\d)[A-Za-z0-9_-]{16,}\b")
 
 
 def redact_text(text: str) -> str:
