@@ -308,7 +308,7 @@ class TransformersRuntimeActor(InProcessModelRuntimeActor):
 
             cache = DynamicCache(config=model.config.get_text_config())
             outputs = model(**inputs, past_key_values=cache, use_cache=True)
-            for _ in range(limit):
+            for step in range(limit):
                 token = _next_token(outputs.logits[:, -1, :], options, generator)
                 token_id = int(token)
                 if token_id in eos:
@@ -317,7 +317,8 @@ class TransformersRuntimeActor(InProcessModelRuntimeActor):
                 yield token_id, None
                 if cancel.is_set():
                     return
-                outputs = model(input_ids=token.view(1, 1), past_key_values=outputs.past_key_values, use_cache=True)
+                if step + 1 < limit:  # no forward pass for a token nobody will take
+                    outputs = model(input_ids=token.view(1, 1), past_key_values=outputs.past_key_values, use_cache=True)
         yield -1, "length"
 
     @staticmethod
