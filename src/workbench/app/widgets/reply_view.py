@@ -1,12 +1,12 @@
 """One turn in a chat pane: the prompt, the streamed answer (Markdown), its thinking, its figures.
 
-Chunks arrive far faster than Markdown can re-render, so text is buffered and the Markdown is
-updated at most `MAX_RENDERS_PER_S` times a second; the stream itself never waits for rendering.
+Chunks arrive far faster than Markdown can re-render, so text is buffered and every streaming reply
+on screen is flushed together, at most `MAX_RENDERS_PER_S` times a second: one layout pass per
+tick however many panes stream (on 2 cores a full layout costs tens of milliseconds, and per-pane
+timers would queue several per frame and delay key presses). The stream never waits for rendering.
 """
 
 from __future__ import annotations
-
-import time
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -15,7 +15,9 @@ from textual.widgets import Collapsible, Markdown, Static
 from workbench.app.widgets import css_beside
 from workbench.metrics.request import RequestMetrics
 
-MAX_RENDERS_PER_S = 15.0
+MAX_RENDERS_PER_S = 10.0
+_dirty: set[ReplyView] = set()
+_flush_pending = False
 
 
 def describe_metrics(metrics: RequestMetrics | None) -> str:
@@ -43,8 +45,6 @@ class ReplyView(Vertical):
         self.thinking = ""
         self._rendered_text = ""
         self._rendered_thinking = ""
-        self._last_render = 0.0
-        self._timer_pending = False
         self.finished = False
         self.outcome = "streaming"
         self._figures = "…"
@@ -62,30 +62,28 @@ class ReplyView(Vertical):
 
     def feed(self, text: str = "", thinking: str = "") -> None:
         """Add streamed deltas; the screen catches up within 1/MAX_RENDERS_PER_S seconds."""
+        global _flush_pending
         self.text += text
         self.thinking += thinking
-        wait = 1.0 / MAX_RENDERS_PER_S - (time.monotonic() - self._last_render)
-        if wait <= 0:
-            self.render_now()
-        elif not self._timer_pending:
-            self._timer_pending = True
-            self.set_timer(wait, self._render_from_timer)
-
-    def _render_from_timer(self) -> None:
-        self._timer_pending = False
-        self.render_now()
+        _dirty.add(self)
+        if not _flush_pending:
+            _flush_pending = True
+            self.app.set_timer(1.0 / MAX_RENDERS_PER_S, _flush_all)
 
     def render_now(self) -> None:
-        self._last_render = time.monotonic()
+        _dirty.discard(self)
         if not self.children:  # not composed yet: on_mount renders what came
             return
+        # Markdown.append re-parses only the document's last block, so long answers stay cheap.
         if self.thinking != self._rendered_thinking:
+            delta = self.thinking[len(self._rendered_thinking):]
             self._rendered_thinking = self.thinking
             self.query_one(".thinking", Collapsible).add_class("shown")
-            self.query_one(".thinking-text", Markdown).update(self.thinking)
+            self.query_one(".thinking-text", Markdown).append(delta)
         if self.text != self._rendered_text:
+            delta = self.text[len(self._rendered_text):]
             self._rendered_text = self.text
-            self.query_one(".answer", Markdown).update(self.text)
+            self.query_one(".answer", Markdown).append(delta)
         self.query_one(".figures", Static).update(self._figures)
 
     def finish(self, figures: str, *, outcome: str = "done") -> None:
@@ -100,3 +98,10 @@ class ReplyView(Vertical):
     @property
     def figures(self) -> str:
         return self._figures
+
+
+def _flush_all() -> None:
+    global _flush_pending
+    _flush_pending = False
+    for view in list(_dirty):
+        view.render_now()
