@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
-
 from tests.app.conftest import wait_until
 from tests.app.test_app import all_finished, replies
 from workbench.app.main import WorkbenchApp
 
 
-async def test_real_transformers_model_streams_into_a_pane(request, tmp_path):
-    try:
-        actor = request.getfixturevalue("smollm2_transformers")
-    except pytest.FixtureLookupError:
-        pytest.skip("the shared smollm2_transformers fixture (tests/conftest.py) is not there yet")
+async def test_real_transformers_model_streams_into_a_pane(smollm2_transformers, tmp_path):
+    actor = smollm2_transformers
     app = WorkbenchApp(["transformers:smollm2"], tmp_path / "sessions", actor_factory=lambda spec: actor,
                        discover_ollama=False, sample_interval_s=None, own_actors=False)
     async with app.run_test(size=(140, 40)) as pilot:
