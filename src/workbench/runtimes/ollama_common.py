@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -283,11 +284,18 @@ def listening_pid(port: int) -> int | None:
 
 
 class ServerProcess:
-    """Finds (once, then re-checks cheaply) the process tree of a local Ollama server."""
+    """Finds (once, then re-checks cheaply) the process tree of a local Ollama server.
+
+    Looking a listener up scans every process's sockets, so a miss is retried at most every
+    `retry_s` seconds: the sampler asks several times a second.
+    """
+
+    retry_s = 10.0
 
     def __init__(self, host: OllamaHost) -> None:
         self.host = host
         self._pid: int | None = None
+        self._missed_at: float | None = None
 
     def target(self) -> ProcessTarget | None:
         if not self.host.is_local:
@@ -295,7 +303,11 @@ class ServerProcess:
         if self._pid is not None and not psutil.pid_exists(self._pid):
             self._pid = None
         if self._pid is None:
+            now = time.monotonic()
+            if self._missed_at is not None and now - self._missed_at < self.retry_s:
+                return None
             self._pid = listening_pid(self.host.port)
+            self._missed_at = None if self._pid is not None else now
         if self._pid is None:
             return None
         return ProcessTarget(self._pid, include_children=True, label=f"Ollama server (pid {self._pid})")
