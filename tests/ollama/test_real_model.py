@@ -6,6 +6,7 @@ The model is the session's shared `smollm2_transformers` actor (tests/conftest.p
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -70,22 +71,24 @@ async def test_our_ollama_actors_on_the_real_model(kind: str, real_server: Ollam
 
 
 def test_workbench_serve_command_serves_and_stops_cleanly() -> None:
-    command = [sys.executable, "-m", "workbench.cli", "serve", "--actor", "transformers:smollm2", "--port", "0",
-               "--parameter", "num_predict=10", "--parameter", "temperature=0"]
+    """The command itself, on the small embedding model (quick to load): `ollama run` on an embedding
+    model prints its vector as a JSON array, which is what `ollama-cli` reads for `embed`."""
+    command = [sys.executable, "-m", "workbench.cli", "serve", "--actor", "transformers:minilm", "--port", "0"]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()
         assert line.startswith("workbench serve: listening on http://127.0.0.1:"), process.stderr.read()
         url = line.split()[4]
         env = {**os.environ, "OLLAMA_HOST": url}
-        run = subprocess.run([str(STAND_IN), "run", "smollm2", "--verbose", "--nowordwrap", "--think=false"], input=QUESTION,
-                             env=env, capture_output=True, text=True, timeout=120)
-        assert run.returncode == 0 and "Paris" in run.stdout
-        assert "eval rate:" in run.stderr
+        run = subprocess.run([str(STAND_IN), "run", "minilm", "The sea is calm."], env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        vector = json.loads(run.stdout)
+        assert len(vector) == 384 and abs(sum(x * x for x in vector) - 1.0) < 1e-4
         missing = subprocess.run([str(STAND_IN), "run", "nosuch", "hi"], env=env, capture_output=True, text=True,
                                  timeout=60)
         assert missing.returncode == 1 and missing.stderr.rstrip().endswith(
-            "(workbench serve cannot pull models; it serves smollm2:latest)")
+            "(workbench serve cannot pull models; it serves minilm:latest)")
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
         assert "stopped" in process.stdout.read()
