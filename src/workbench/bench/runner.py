@@ -1,8 +1,9 @@
 """The benchmark engine: the same workload against each actor at each concurrency level.
 
 What "concurrency N" means: the client keeps N requests in flight at once (a closed loop: as one
-finishes, the next is sent), and the global ConcurrencyLimit is raised to N for the level so the
-limit itself does not hold them back. An actor still runs its mailbox one message at a time, so for
+finishes, the next is sent), and the actors' ConcurrencyLimit (the global one, normally) is raised to
+at least N for the level, and put back after, so the limit itself does not hold them back. It is
+never lowered: that would only starve other work sharing it (a loopback server's own actor, say). An actor still runs its mailbox one message at a time, so for
 a single actor the extra requests wait in its mailbox: that queueing is part of what a client sees
 and shows up in TTFT and E2E (which are measured from the moment of sending), while the request
 throughput and aggregate tokens/s stay near the one-at-a-time figures. A runtime backed by a server
@@ -232,7 +233,7 @@ class BenchmarkRunner:
         level_records: list[RequestRecord] = []
         limit = actor.limit
         previous = limit.limit
-        limit.set_limit(max(level, 1))
+        limit.set_limit(max(level, previous))
         wall_start = time.time()
         started = time.perf_counter()
         self._report(BenchProgress(self._done, self.total, label, level, "measuring", self._errors()))
