@@ -3,7 +3,9 @@
 One actor is served over Ollama's API on loopback; the same prompts then run directly on the actor
 and through `ollama-rest`, `ollama-lib` and `ollama-cli` (the stand-in binary in tests/bin), and the
 script prints the median end-to-end latency, TTFT and client-side output tokens/s of each path, and
-each path's overhead against the direct one.
+each path's overhead against the direct one. `ollama run` has no flags for sampling options, so with
+`--spec` the ollama-cli row ignores --max-tokens and runs to the model's own stop: compare its
+per-token figures, not its latency.
 
     .venv/bin/python benchmarks/ollama_api.py                      # a scripted 200-token stream
     .venv/bin/python benchmarks/ollama_api.py --spec transformers:smollm2 --max-tokens 48
