@@ -421,26 +421,59 @@ async def test_external_family_wraps_a_client_library_and_translates_its_errors(
 
 
 # ----- in-process family: a real function on a worker thread --------------------------------------------
+class LoopWatcher(ScriptedActor):
+    """Its load and its first token each block the worker thread until the event loop has ticked
+    `TICKS` more times: they can only finish if the loop keeps running while the thread works."""
+
+    TICKS = 20
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ticks = 0
+        self.loaded_with_loop_alive = threading.Event()
+        self.generated_with_loop_alive = threading.Event()
+        self._targets: list[tuple[int, threading.Event]] = []
+        self._lock = threading.Lock()
+
+    def tick(self) -> None:
+        """Called by the ticker task on the loop."""
+        with self._lock:
+            self.ticks += 1
+            for target, event in self._targets:
+                if self.ticks >= target:
+                    event.set()
+
+    def _await_ticks(self, event: threading.Event) -> None:
+        with self._lock:
+            self._targets.append((self.ticks + self.TICKS, event))
+        event.wait(BOUND_S)  # returns early only if the loop ticked meanwhile
+
+    def load(self, progress: Any) -> None:
+        self._await_ticks(self.loaded_with_loop_alive)
+        super().load(progress)
+
+    def _words(self, text: str) -> Iterator[str]:
+        self._await_ticks(self.generated_with_loop_alive)
+        yield from super()._words(text)
+
+
 async def test_in_process_work_never_blocks_the_event_loop() -> None:
-    actor = ScriptedActor(delay_s=0.02, load_s=0.2, limit=limit())
-    ticks = 0
+    actor = LoopWatcher(limit=limit())
     stop = asyncio.Event()
 
     async def ticker() -> None:
-        nonlocal ticks
         while not stop.is_set():
-            ticks += 1
+            actor.tick()
             await asyncio.sleep(0.001)
 
     task = asyncio.create_task(ticker())
-    await actor.wait_ready()  # load sleeps 0.2 s on the worker thread
-    during_load = ticks
-    completion = await actor.generate(" ".join(f"w{i}" for i in range(15)))  # 15 x 20 ms of "work"
+    await actor.wait_ready()
+    completion = await actor.generate("one two three")
     stop.set()
     await task
-    assert during_load >= 20  # the loop kept ticking while the model loaded ...
-    assert ticks - during_load >= 30  # ... and while it generated
-    assert completion.text.split() == [f"w{i}" for i in range(15)]
+    assert actor.loaded_with_loop_alive.is_set()  # the loop ticked while the model loaded ...
+    assert actor.generated_with_loop_alive.is_set()  # ... and while it generated
+    assert completion.text == "one two three"
     await actor.stop()
 
 
