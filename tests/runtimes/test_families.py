@@ -547,6 +547,8 @@ def test_parse_spec_forms() -> None:
     bare = parse_spec("smollm2")
     assert (bare.runtime, bare.model, bare.host) == ("transformers", "smollm2", None)
     assert parse_spec("hf:minilm").runtime == "transformers"
+    with_credentials = parse_spec("ollama:llama3:8b@http://user:pw@gpu-box:11434")
+    assert (with_credentials.model, with_credentials.host) == ("llama3:8b", "http://user:pw@gpu-box:11434")
 
 
 @pytest.mark.parametrize(

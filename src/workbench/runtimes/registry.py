@@ -105,7 +105,8 @@ def parse_spec(text: str) -> ActorSpec:
     runtime = _ALIASES.get(runtime, runtime)
     if runtime not in _RUNTIMES:
         raise SpecError(f"unknown runtime {runtime!r} in {text!r}: {_valid_forms()}")
-    model, at, host = rest.rpartition("@") if "@" in rest else (rest, "", "")
+    # The first "@" ends the model: a host may itself hold one (http://user:pass@host), model names don't.
+    model, at, host = rest.partition("@")
     if not model:
         raise SpecError(f"actor spec {text!r} has no model: {_valid_forms()}")
     if at and not host:
