@@ -13,16 +13,31 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .gguf_weights import GGUFError, GGUFFile, split_q4_0, split_q4_1
-from .quant import DenseLinear, LinearLike, int4_from_q4, int8_from_float
+from .native import BLOCK_BYTES, NativeKernels, load_kernels
+from .quant import (
+    DenseEmbedding,
+    DenseLinear,
+    LinearLike,
+    NativeBlockEmbedding,
+    NativeBlockLinear,
+    int4_from_q4,
+    int8_from_float,
+)
 
 __all__ = ["KVCache", "LlamaConfig", "LlamaModel", "WeightsMode", "WEIGHT_MODES"]
 
-WeightsMode = Literal["fp32", "bf16", "q4", "int8"]
-WEIGHT_MODES: tuple[WeightsMode, ...] = ("fp32", "bf16", "q4", "int8")
+WeightsMode = Literal["q4", "fp32", "bf16", "int4pack", "int8"]
+#: ``q4``: GGUF blocks as stored + our C kernels, fp32 math (fast, matches fp32 up to rounding order).
+#: ``fp32``: everything dequantized to float32 (exact reference).
+#: ``bf16``/``int4pack``/``int8``: torch's own bf16 / 4-bit / 8-bit CPU kernels (bf16 math, lossy).
+WEIGHT_MODES: tuple[WeightsMode, ...] = ("q4", "fp32", "bf16", "int4pack", "int8")
+
+Embedding = DenseEmbedding | NativeBlockEmbedding
 
 ProgressFn = Callable[[float, str], None]
 
@@ -131,7 +146,7 @@ class LlamaModel:
     def __init__(
         self,
         config: LlamaConfig,
-        embed: torch.Tensor,
+        embed: Embedding,
         layers: list[_Layer],
         norm: torch.Tensor,
         lm_head: LinearLike,
@@ -158,7 +173,13 @@ class LlamaModel:
         cfg = LlamaConfig.from_gguf(f)
         report = progress or (lambda _frac, _msg: None)
         report(0.0, "reading embeddings")
-        embed = f.dequantize("token_embd.weight")
+        kernels = load_kernels() if mode == "q4" else None
+        embed: Embedding
+        if kernels is not None and f.qtype("token_embd.weight") in BLOCK_BYTES:
+            emb_lin = _native_linear(f, ["token_embd.weight"], [None], kernels)
+            embed = NativeBlockEmbedding(emb_lin)
+        else:
+            embed = DenseEmbedding(f.dequantize("token_embd.weight"))
         head_name = "token_embd.weight" if cfg.tie_embeddings else "output.weight"
         layers: list[_Layer] = []
         for i in range(cfg.num_layers):
@@ -168,19 +189,22 @@ class LlamaModel:
                 [b + "attn_q.weight", b + "attn_k.weight", b + "attn_v.weight"],
                 [cfg.num_heads, cfg.num_kv_heads, None],
                 mode,
+                kernels,
             )
             layers.append(
                 _Layer(
                     attn_norm=f.dequantize(b + "attn_norm.weight"),
                     qkv=qkv,
-                    o=_build_linear(f, [b + "attn_output.weight"], [None], mode),
+                    o=_build_linear(f, [b + "attn_output.weight"], [None], mode, kernels),
                     ffn_norm=f.dequantize(b + "ffn_norm.weight"),
-                    gate_up=_build_linear(f, [b + "ffn_gate.weight", b + "ffn_up.weight"], [None, None], mode),
-                    down=_build_linear(f, [b + "ffn_down.weight"], [None], mode),
+                    gate_up=_build_linear(
+                        f, [b + "ffn_gate.weight", b + "ffn_up.weight"], [None, None], mode, kernels
+                    ),
+                    down=_build_linear(f, [b + "ffn_down.weight"], [None], mode, kernels),
                 )
             )
             report((i + 1) / (cfg.num_layers + 1), f"layer {i + 1}/{cfg.num_layers}")
-        lm_head = _build_head(f, head_name, embed if cfg.tie_embeddings else None, mode)
+        lm_head = _build_head(f, head_name, embed if cfg.tie_embeddings else None, mode, kernels)
         norm = f.dequantize("output_norm.weight")
         report(1.0, "weights ready")
         return cls(cfg, embed, layers, norm, lm_head, mode)
@@ -188,12 +212,16 @@ class LlamaModel:
     # -- memory ------------------------------------------------------------------------------
     def weight_bytes(self) -> int:
         """Bytes held by weights (embedding table counted once even when tied)."""
-        total = self.embed.numel() * 4 + self.norm.numel() * 4
+        total = self.embed.nbytes + self.norm.numel() * 4
         for layer in self.layers:
             total += layer.attn_norm.numel() * 4 + layer.ffn_norm.numel() * 4
             total += layer.qkv.nbytes + layer.o.nbytes + layer.gate_up.nbytes + layer.down.nbytes
         head = self.lm_head
-        if not (isinstance(head, DenseLinear) and head.weight.data_ptr() == self.embed.data_ptr()):
+        emb = self.embed
+        shared = (isinstance(head, DenseLinear) and isinstance(emb, DenseEmbedding) and head.weight is emb.table) or (
+            isinstance(emb, NativeBlockEmbedding) and head is emb.linear
+        )
+        if not shared:
             total += head.nbytes
         return total
 
@@ -256,7 +284,7 @@ class LlamaModel:
                 causal = True
             else:
                 mask = torch.ones(t, end, dtype=torch.bool).tril(diagonal=start)
-        x = self.embed[ids]
+        x = self.embed(ids)
         sdpa = F.scaled_dot_product_attention
         cache_data = cache.data
         for i, layer in enumerate(self.layers):
@@ -281,11 +309,27 @@ class LlamaModel:
         return x
 
 
+def _native_linear(
+    f: GGUFFile, names: list[str], rope_heads: list[int | None], kernels: NativeKernels
+) -> NativeBlockLinear:
+    """Concatenate raw block rows of same-typed tensors into one kernel-backed projection."""
+    raws = [f.raw(n, rope_heads=h) for n, h in zip(names, rope_heads)]
+    blocks = torch.from_numpy(np.concatenate([r.data for r in raws], axis=0))
+    return NativeBlockLinear(blocks, raws[0].qtype, raws[0].shape[1], kernels)
+
+
 def _build_linear(
-    f: GGUFFile, names: list[str], rope_heads: list[int | None], mode: WeightsMode
+    f: GGUFFile,
+    names: list[str],
+    rope_heads: list[int | None],
+    mode: WeightsMode,
+    kernels: NativeKernels | None = None,
 ) -> LinearLike:
     """Fuse the named weights along the output dim, stored as ``mode`` requests."""
-    if mode == "q4" and all(f.qtype(n) in ("Q4_1", "Q4_0") for n in names):
+    qtypes = {f.qtype(n) for n in names}
+    if kernels is not None and len(qtypes) == 1 and next(iter(qtypes)) in BLOCK_BYTES:
+        return _native_linear(f, names, rope_heads, kernels)
+    if mode == "int4pack" and qtypes <= {"Q4_1", "Q4_0"}:
         qs, ds, ms = [], [], []
         for name, heads in zip(names, rope_heads):
             raw = f.raw(name, rope_heads=heads)
@@ -299,20 +343,22 @@ def _build_linear(
             ms.append(m)
         return int4_from_q4(torch.cat(qs), torch.cat(ds), torch.cat(ms))
     weight = torch.cat([f.dequantize(n, rope_heads=h) for n, h in zip(names, rope_heads)])
-    if mode == "int8":
+    if mode in ("int8", "int4pack"):
         return int8_from_float(weight)
     if mode == "bf16":
         return DenseLinear(weight.to(torch.bfloat16))
     return DenseLinear(weight)
 
 
-def _build_head(f: GGUFFile, name: str, tied: torch.Tensor | None, mode: WeightsMode) -> LinearLike:
-    """Output projection; fp32 shares the embedding table when tied instead of copying it."""
-    weight = tied if tied is not None else f.dequantize(name)
-    if mode == "fp32":
-        return DenseLinear(weight)
-    if mode == "bf16":
-        return DenseLinear(weight.to(torch.bfloat16))
-    # Quantized modes: the head decides greedy ties, keep it exact-ish for now.
-    return DenseLinear(weight)
-
+def _build_head(
+    f: GGUFFile, name: str, tied: Embedding | None, mode: WeightsMode, kernels: NativeKernels | None
+) -> LinearLike:
+    """Output projection. It decides greedy ties, so every mode keeps fp32 accumulation and
+    output here (torch's bf16-output kernels round logits to ~0.1 at typical magnitudes)."""
+    if isinstance(tied, NativeBlockEmbedding):
+        return tied.linear
+    if kernels is not None and f.qtype(name) in BLOCK_BYTES:
+        return _native_linear(f, [name], [None], kernels)
+    if isinstance(tied, DenseEmbedding):
+        return DenseLinear(tied.table)
+    return DenseLinear(f.dequantize(name))

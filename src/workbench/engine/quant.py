@@ -24,8 +24,13 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
+from .native import BLOCK_BYTES, NativeKernels
+
 __all__ = [
+    "DenseEmbedding",
     "DenseLinear",
+    "NativeBlockEmbedding",
+    "NativeBlockLinear",
     "Int4Linear",
     "Int8Linear",
     "LinearLike",
@@ -123,3 +128,91 @@ def int8_from_float(weight: torch.Tensor) -> Int8Linear:
     scale = w.abs().amax(dim=1).clamp_min(1e-12) / 127.0
     q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
     return Int8Linear(q, scale)
+
+
+# -- native GGUF-block kernels (see .native) ------------------------------------------------------
+
+#: Above this many rows a matmul is compute-bound, so dequantize once and let BLAS do it.
+DENSE_ROWS_THRESHOLD = 8
+
+
+class NativeBlockLinear:
+    """Projection over raw GGUF blocks (Q4_1/Q4_0/Q8_0) with fp32 activations and accumulation.
+
+    Decode (one row) runs the block kernel directly; prefill (many rows) dequantizes the matrix
+    with gguf-py's exact arithmetic into a scratch buffer and uses ``F.linear``, which matches the
+    fp32 mode bit-for-bit in weights.
+    """
+
+    __slots__ = ("blocks", "qtype", "out_features", "in_features", "_gemm", "_dequant")
+
+    def __init__(self, blocks: torch.Tensor, qtype: str, in_features: int, kernels: NativeKernels) -> None:
+        if blocks.dtype != torch.uint8 or blocks.dim() != 2:
+            raise ValueError("blocks must be a 2-D uint8 tensor of raw GGUF rows")
+        if in_features % _GROUP or blocks.shape[1] != in_features // _GROUP * BLOCK_BYTES[qtype]:
+            raise ValueError(f"row size {blocks.shape[1]} does not fit {qtype} x {in_features}")
+        self.blocks = blocks.contiguous()
+        self.qtype = qtype
+        self.out_features = int(blocks.shape[0])
+        self.in_features = in_features
+        self._gemm = kernels.gemm[qtype]
+        self._dequant = kernels.dequant[qtype]
+
+    def dequantized(self) -> torch.Tensor:
+        """The weight as float32 ``[N, K]``."""
+        out = torch.empty(self.out_features, self.in_features)
+        self._dequant(self.blocks.data_ptr(), self.out_features, self.in_features, out.data_ptr(), torch.get_num_threads())
+        return out
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.shape[0]
+        if m > DENSE_ROWS_THRESHOLD:
+            return F.linear(x, self.dequantized())
+        x = x.contiguous()
+        y = torch.empty(m, self.out_features)
+        rc = self._gemm(
+            x.data_ptr(), m, self.in_features, self.blocks.data_ptr(), self.out_features, y.data_ptr(), torch.get_num_threads()
+        )
+        if rc:
+            raise MemoryError("engine kernel could not allocate its scratch buffer")
+        return y
+
+    @property
+    def nbytes(self) -> int:
+        return self.blocks.numel()
+
+
+class NativeBlockEmbedding:
+    """Token embedding lookup that dequantizes only the requested rows of a block-quantized table."""
+
+    __slots__ = ("linear",)
+
+    def __init__(self, linear: NativeBlockLinear) -> None:
+        self.linear = linear
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        lin = self.linear
+        rows = lin.blocks.index_select(0, ids)
+        out = torch.empty(int(ids.shape[0]), lin.in_features)
+        lin._dequant(rows.data_ptr(), int(ids.shape[0]), lin.in_features, out.data_ptr(), 1)
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        return self.linear.nbytes
+
+
+class DenseEmbedding:
+    """Plain table lookup."""
+
+    __slots__ = ("table",)
+
+    def __init__(self, table: torch.Tensor) -> None:
+        self.table = table
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.table[ids]
+
+    @property
+    def nbytes(self) -> int:
+        return self.table.numel() * self.table.element_size()
