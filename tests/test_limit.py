@@ -283,3 +283,25 @@ async def test_stress_500_messages_while_the_limit_moves(actors_count: int) -> N
     if actors_count == 10:
         assert peak > 5  # limits above 5 mattered
     assert run["limit"].running == 0 and run["limit"].waiting == 0
+
+
+async def test_a_failing_listener_breaks_neither_the_limit_nor_the_actors() -> None:
+    limit = ConcurrencyLimit(1)
+    seen: list[LimitSnapshot] = []
+
+    def broken(snapshot: LimitSnapshot) -> None:
+        raise RuntimeError("UI bug")
+
+    limit.on_change(broken)
+    limit.on_change(seen.append)
+
+    class Echo(Actor):
+        async def handle_echo(self, message: Message) -> Any:
+            return message.payload
+
+    actor = Echo(limit=limit)
+    assert await asyncio.wait_for(actor.send("echo", 1), BOUND_S) == 1
+    limit.set_limit(2)
+    assert limit.limit == 2 and limit.running == 0
+    assert seen and seen[-1] == LimitSnapshot(2, 0, 0)  # later listeners still hear every change
+    await actor.stop()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
 
 LIMIT_MIN = 1
 LIMIT_MAX = 64
@@ -125,9 +128,13 @@ class ConcurrencyLimit:
             pass
 
     def _notify(self) -> None:
+        """Tell listeners; one that fails is logged, never allowed to break an acquire or release."""
         snapshot = self.snapshot()
         for listener in list(self._listeners):
-            listener(snapshot)
+            try:
+                listener(snapshot)
+            except Exception:
+                log.exception("concurrency limit listener %r failed", listener)
 
 
 _global_limit: ConcurrencyLimit | None = None
