@@ -180,6 +180,7 @@ BAD_FILES: dict[str, tuple[bytes, str]] = {
     "wrong_format.json": (json.dumps({"format": "something.else", "version": 1}).encode(), "format 'something.else'"),
     "no_format.json": (json.dumps({"hello": "world"}).encode(), "format None"),
     "wrong_version.json": (json.dumps({**good_session_data(), "version": 99}).encode(), "unsupported version 99"),
+    "bool_version.json": (json.dumps({**good_session_data(), "version": True}).encode(), "unsupported version True"),
     "nan.json": (json.dumps({**good_session_data(), "name": float("nan")}).encode(), "NaN is not valid JSON"),
     "deep.json": (b"[" * 100000 + b"]" * 100000, "nested too deeply"),
 }

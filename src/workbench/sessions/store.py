@@ -196,7 +196,7 @@ def _check_format(path: Path, data: Any, expected: tuple[str, ...]) -> None:
     if found not in expected:
         raise SessionFileError(path, f"not a workbench file of the expected kind (format {found!r}, expected {' or '.join(expected)})")
     version = data.get("version")
-    if version != SCHEMA_VERSION:
+    if type(version) is not int or version != SCHEMA_VERSION:  # true and 1.0 equal 1, but are not versions
         raise SessionFileError(
             path, f"unsupported version {version!r}: this workbench reads version {SCHEMA_VERSION}"
         )
