@@ -253,3 +253,17 @@ async def test_not_enough_memory_fails_the_start_with_both_figures() -> None:
     with pytest.raises(ActorFailed, match=r"needs about .* GiB .* only 0.06 GiB is available"):
         await actor.wait_ready()
     await actor.stop()
+
+
+async def test_the_model_is_freed_on_stop() -> None:
+    import gc
+    import weakref
+
+    actor = TransformersRuntimeActor("minilm", threads=1)
+    actor.start()
+    await actor.wait_ready()
+    assert (await actor.stats()).details["source"] == "folder"
+    model = weakref.ref(actor.loaded.model)
+    await actor.stop()
+    gc.collect()
+    assert model() is None
