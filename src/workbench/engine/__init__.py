@@ -1,0 +1,160 @@
+"""Our own PyTorch inference engine for llama-architecture GGUF models (SmolLM2 and kin).
+
+No transformers in the forward pass or generation: weights come straight from the GGUF file
+(:mod:`.gguf_weights`), the decoder is :mod:`.model`, sampling is :mod:`.generate`. Only the
+tokenizer is borrowed from transformers.
+
+Weights modes (``LlamaEngine.load(weights=...)``):
+
+* ``"q4"`` (default): the GGUF blocks as stored, multiplied by small C kernels with fp32 math
+  (:mod:`.native`); greedy output matches transformers' fp32 model token for token. Falls back to
+  ``"fp32"`` with a warning when no C compiler is available.
+* ``"fp32"``: everything dequantized to float32; the exact reference, ~4x the memory traffic.
+* ``"bf16"``, ``"int4pack"``, ``"int8"``: torch's own bf16 dense / 4-bit / 8-bit CPU kernels;
+  they compute in bfloat16 and drift from the fp32 reference after some tokens.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .generate import SamplingParams, generate_tokens
+from .gguf_weights import GGUFError, GGUFFile, default_smollm2_path
+from .model import WEIGHT_MODES, LlamaConfig, LlamaModel, WeightsMode
+from .native import NativeUnavailable
+from .tokenizer import EngineTokenizer, StreamDecoder, load_tokenizer
+
+__all__ = [
+    "GGUFError",
+    "LlamaConfig",
+    "LlamaEngine",
+    "SamplingParams",
+    "StreamDecoder",
+    "WEIGHT_MODES",
+    "WeightsMode",
+    "default_smollm2_path",
+]
+
+ProgressFn = Callable[[float, str], None]
+DEFAULT_WEIGHTS: WeightsMode = "q4"
+
+
+class LlamaEngine:
+    """A loaded model + tokenizer with a streaming ``generate``; create it with :meth:`load`."""
+
+    def __init__(
+        self, model: LlamaModel, tokenizer: EngineTokenizer, path: Path, threads: int, weights: WeightsMode
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.path = path
+        self.threads = threads
+        self.weights: WeightsMode = weights
+
+    # -- construction -----------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        threads: int | None = None,
+        weights: WeightsMode = DEFAULT_WEIGHTS,
+        progress: ProgressFn | None = None,
+    ) -> LlamaEngine:
+        """Load a llama GGUF (default: the bundled SmolLM2-135M-Instruct Q4_1).
+
+        ``threads`` sets torch's intra-op threads (default ``os.cpu_count()``); ``progress`` gets
+        ``(fraction, message)`` updates. Raises :class:`GGUFError` naming the file when it is
+        missing or not a usable GGUF.
+        """
+        if weights not in WEIGHT_MODES:
+            raise ValueError(f"unknown weights mode {weights!r}; choose from {WEIGHT_MODES}")
+        gguf_path = Path(path) if path is not None else default_smollm2_path()
+        n_threads = max(1, int(threads if threads is not None else (os.cpu_count() or 1)))
+        torch.set_num_threads(n_threads)
+        report = progress or (lambda _f, _m: None)
+        f = GGUFFile(gguf_path)
+        report(0.02, "tokenizer")
+        tokenizer = load_tokenizer(gguf_path)
+        scaled: ProgressFn = lambda frac, msg: report(0.1 + 0.9 * frac, msg)  # noqa: E731
+        try:
+            model = LlamaModel.from_gguf(f, weights, scaled)
+        except NativeUnavailable as exc:
+            warnings.warn(f"q4 kernels unavailable ({exc}); using fp32 weights", RuntimeWarning, stacklevel=2)
+            weights = "fp32"
+            model = LlamaModel.from_gguf(f, weights, scaled)
+        return cls(model, tokenizer, gguf_path, n_threads, weights)
+
+    # -- facts -------------------------------------------------------------------------------
+    @property
+    def config(self) -> LlamaConfig:
+        return self.model.config
+
+    @property
+    def num_parameters(self) -> int:
+        """Logical parameter count (tied embedding counted once)."""
+        return self.config.num_parameters
+
+    def memory_bytes(self) -> int:
+        """Bytes of weights held (KV caches are per generation and freed after it)."""
+        return self.model.weight_bytes()
+
+    def _apply_threads(self) -> None:
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+
+    # -- text helpers ------------------------------------------------------------------------
+    def chat_input_ids(self, messages: Iterable[dict[str, Any]], *, add_generation_prompt: bool = True) -> list[int]:
+        """Prompt ids for OpenAI-style ``messages`` via the GGUF's chat template."""
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
+
+    # -- inference ---------------------------------------------------------------------------
+    def generate(
+        self,
+        input_ids: Sequence[int] | torch.Tensor,
+        params: SamplingParams | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[int]:
+        """Yield new token ids one at a time (EOS and stop strings are not yielded)."""
+        self._apply_threads()
+        return generate_tokens(
+            self.model, input_ids, params or SamplingParams(), cancel=cancel, decode=self.tokenizer.decode
+        )
+
+    def generate_text(
+        self,
+        input_ids: Sequence[int] | torch.Tensor,
+        params: SamplingParams | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[str]:
+        """Like :meth:`generate` but yields text pieces, multi-byte characters kept whole."""
+        dec = self.tokenizer.stream_decoder()
+        for tid in self.generate(input_ids, params, cancel):
+            piece = dec.push(tid)
+            if piece:
+                yield piece
+        tail = dec.flush()
+        if tail:
+            yield tail
+
+    def hidden_states(self, input_ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """Final-norm hidden states ``[T, hidden]``, float32, for pooling into embeddings."""
+        self._apply_threads()
+        ids = torch.as_tensor(input_ids, dtype=torch.long).reshape(-1)
+        if ids.numel() == 0:
+            raise ValueError("input_ids is empty")
+        with torch.inference_mode():
+            return self.model.hidden_states(ids)
+
+    def embed(self, text: str) -> list[float]:
+        """Mean-pooled, L2-normalised final hidden state of ``text``."""
+        h = self.hidden_states(self.tokenizer.encode(text) or [self.config.eos_token_id or 0])
+        v = h.mean(dim=0)
+        return (v / v.norm().clamp_min(1e-12)).tolist()

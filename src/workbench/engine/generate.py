@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -23,6 +23,7 @@ class SamplingParams:
     """How to pick tokens. ``temperature == 0`` means greedy (argmax), ignoring top-k/top-p/seed."""
 
     max_new_tokens: int = 256
+    min_new_tokens: int = 0  # stop tokens are masked out until this many tokens exist
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0
@@ -30,7 +31,6 @@ class SamplingParams:
     stop: Sequence[str] = ()
     stop_token_ids: Sequence[int] | None = None  # None: the model's EOS token
     repetition_penalty: float = 1.0
-    extra: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 0:
@@ -108,6 +108,7 @@ def generate_tokens(
         if params.stop_token_ids is not None
         else ([] if model.config.eos_token_id is None else [model.config.eos_token_id])
     )
+    stop_list = torch.tensor(sorted(stop_ids), dtype=torch.long)
     gen: torch.Generator | None = None
     if params.temperature > 0.0:
         gen = torch.Generator()
@@ -133,6 +134,8 @@ def generate_tokens(
             pos += int(step_input.numel())
             if seen is not None:
                 logits = _apply_repetition_penalty(logits, seen, penalty)
+            if len(generated) < params.min_new_tokens and stop_list.numel():
+                logits = logits.index_fill(0, stop_list, float("-inf"))
             token = sample_next(logits, params, gen)
             if token in stop_ids:
                 break

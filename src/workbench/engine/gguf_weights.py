@@ -150,7 +150,9 @@ class GGUFFile:
         raw = self.raw(name, rope_heads=rope_heads)
         values = self._gguf.quants.dequantize(raw.data, self._tensor(name).tensor_type)
         values = np.asarray(values, dtype=np.float32).reshape(raw.shape)
-        return torch.from_numpy(np.ascontiguousarray(values))
+        if not values.flags.writeable or not values.flags.c_contiguous:
+            values = np.array(values, copy=True, order="C")  # F32 tensors come back as read-only maps
+        return torch.from_numpy(values)
 
     def _tensor(self, name: str) -> Any:
         try:

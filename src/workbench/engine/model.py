@@ -9,6 +9,7 @@ preallocated tensor written in place. Layers are plain objects, not ``nn.Module`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -254,14 +255,14 @@ class LlamaModel:
         x = self._run_layers(ids, start, cache)
         if not all_logits:
             x = x[-1:]
-        x = F.rms_norm(x, (self.config.hidden_size,), self.norm, self.config.rms_eps)
+        x = _rms_norm(x, self.norm, self.config.rms_eps)
         return self.lm_head(x)
 
     def hidden_states(self, ids: torch.Tensor) -> torch.Tensor:
         """Final-norm hidden states ``[T, hidden]`` for a whole sequence (no cache kept)."""
         cache = self.new_cache(int(ids.shape[0]))
         x = self._run_layers(ids, 0, cache)
-        return F.rms_norm(x, (self.config.hidden_size,), self.norm, self.config.rms_eps)
+        return _rms_norm(x, self.norm, self.config.rms_eps)
 
     def _run_layers(self, ids: torch.Tensor, start: int, cache: KVCache) -> torch.Tensor:
         cfg = self.config
@@ -272,11 +273,12 @@ class LlamaModel:
         self._ensure_rope(end)
         nh, nkv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         nqk = nh + nkv
-        hidden = (cfg.hidden_size,)
         eps = cfg.rms_eps
         cos = self._cos[start:end, None, :]
         sin = self._sin[start:end, None, :]
         half = hd // 2
+        rep = nh // nkv
+        scale = 1.0 / math.sqrt(hd)
         mask: torch.Tensor | None = None
         causal = False
         if t > 1:
@@ -288,7 +290,7 @@ class LlamaModel:
         sdpa = F.scaled_dot_product_attention
         cache_data = cache.data
         for i, layer in enumerate(self.layers):
-            h = F.rms_norm(x, hidden, layer.attn_norm, eps)
+            h = _rms_norm(x, layer.attn_norm, eps)
             qkv = layer.qkv(h).view(t, nqk + nkv, hd)
             qk = qkv[:, :nqk]
             rot = torch.cat([-qk[..., half:], qk[..., :half]], dim=-1)
@@ -296,17 +298,29 @@ class LlamaModel:
             kv_slot = cache_data[i]
             kv_slot[0, :, start:end] = qk[:, nh:].transpose(0, 1)
             kv_slot[1, :, start:end] = qkv[:, nqk:].transpose(0, 1)
-            q = qk[:, :nh].transpose(0, 1).unsqueeze(0)
-            k = kv_slot[0, :, :end].unsqueeze(0)
-            v = kv_slot[1, :, :end].unsqueeze(0)
-            a = sdpa(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=True)
-            a = a.squeeze(0).transpose(0, 1).reshape(t, nh * hd)
+            if t == 1:
+                # one query: group query heads under their kv head and use two small bmm's,
+                # much cheaper than SDPA's kernel setup for a single row
+                q = qk[0, :nh].view(nkv, rep, hd)
+                scores = torch.bmm(q, kv_slot[0, :, :end].transpose(1, 2)).mul_(scale)
+                a = torch.bmm(torch.softmax(scores, dim=-1), kv_slot[1, :, :end]).view(1, nh * hd)
+            else:
+                q = qk[:, :nh].transpose(0, 1).unsqueeze(0)
+                k = kv_slot[0, :, :end].unsqueeze(0)
+                v = kv_slot[1, :, :end].unsqueeze(0)
+                a = sdpa(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=True)
+                a = a.squeeze(0).transpose(0, 1).reshape(t, nh * hd)
             x = x + layer.o(a)
-            h = F.rms_norm(x, hidden, layer.ffn_norm, eps)
+            h = _rms_norm(x, layer.ffn_norm, eps)
             gu = layer.gate_up(h)
             gate, up = gu.chunk(2, dim=-1)
             x = x + layer.down(F.silu(gate) * up)
         return x
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm written out in the reference's order (``F.rms_norm`` is a slower composite here)."""
+    return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
 
 
 def _native_linear(

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from ._cache import engine_cache_dir
+
 __all__ = ["NativeKernels", "NativeUnavailable", "load_kernels"]
 
 _SOURCE = r"""
@@ -340,9 +342,7 @@ _loaded: NativeKernels | None = None
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("WORKBENCH_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME")
-    root = Path(base) if base else Path.home() / ".cache"
-    return root / "workbench" / "engine-kernels"
+    return engine_cache_dir("kernels")
 
 
 def _cpu_signature() -> str:

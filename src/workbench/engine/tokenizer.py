@@ -14,12 +14,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._cache import engine_cache_dir
+
 __all__ = ["EngineTokenizer", "StreamDecoder", "load_tokenizer"]
 
 
 def _cache_root() -> Path:
-    base = os.environ.get("WORKBENCH_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME")
-    return (Path(base) if base else Path.home() / ".cache") / "workbench" / "tokenizers"
+    return engine_cache_dir("tokenizers")
 
 
 def load_tokenizer(path: Path) -> EngineTokenizer:
