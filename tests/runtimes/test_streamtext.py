@@ -22,7 +22,7 @@ def test_think_block_split_across_pieces() -> None:
 
 
 def test_block_opened_by_the_prompt() -> None:
-    assert _split(["abc", "</think>", " Paris"], thinking=True) == ("abc", "Paris", 3)
+    assert _split(["\n ab", "c", "</think>", " Paris"], thinking=True) == ("abc", "Paris", 4)
 
 
 def test_unclosed_block_is_all_thinking() -> None:

@@ -98,6 +98,7 @@ class ThinkSplitter:
         self._pending = ""
         self._tokens: int | None = None
         self._answer_started = False
+        self._thinking_started = False
 
     def push(self, delta: str, tokens: int | None = None) -> list[Chunk]:
         if tokens is not None:
@@ -118,11 +119,11 @@ class ThinkSplitter:
             index = text.find(THINK_CLOSE)
             if index < 0:
                 hold = _held_back(text, [THINK_CLOSE])
-                out.append(Chunk(thinking=text[: len(text) - hold]))
+                out.append(Chunk(thinking=self._thought(text[: len(text) - hold])))
                 self._pending = text[len(text) - hold:]
                 text = ""
             else:
-                out.append(Chunk(thinking=text[:index]))
+                out.append(Chunk(thinking=self._thought(text[:index])))
                 self.state, text = "answer", text[index + len(THINK_CLOSE):]
         if self.state == "answer" and text:
             out.append(Chunk(text=self._answer(text)))
@@ -131,8 +132,14 @@ class ThinkSplitter:
     def flush(self) -> list[Chunk]:
         pending, self._pending = self._pending, ""
         if self.state == "thinking":
-            return self._count([Chunk(thinking=pending)])
+            return self._count([Chunk(thinking=self._thought(pending))])
         return self._count([Chunk(text=self._answer(pending))])
+
+    def _thought(self, text: str) -> str:
+        if not self._thinking_started:
+            text = text.lstrip()
+            self._thinking_started = bool(text)
+        return text
 
     def _answer(self, text: str) -> str:
         if not self._answer_started:

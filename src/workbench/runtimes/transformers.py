@@ -14,7 +14,9 @@ Thinking (`think`): a model whose chat template knows `enable_thinking` (Qwen3 s
 switched on and its `<think>...</think>` block is routed to `Chunk.thinking`. A model without one
 (SmolLM2) follows our prompt convention: `THINK_INSTRUCTION` is added to the system prompt and the
 assistant turn is opened with `<think>`, so everything up to the model's `</think>` is thinking and
-the rest is the answer. A small model may never close the block; then all of it is thinking.
+the rest is the answer. A small model often ends its turn without closing the block; then we
+close it for the model (`</think>` appended to its own text) and let it write the answer with the
+tokens left, so `think` still gives an answer.
 
 Embeddings: an encoder folder (`minilm`) gives sentence-transformers style vectors (mean pooling
 over the attention mask, L2-normalised). A causal LM gives mean-pooled last hidden states,
@@ -49,7 +51,7 @@ from workbench.models.catalog import ModelEntry, resolve_model
 from workbench.models.loading import LoadedModel, ProgressCallback, is_vision_folder, load_model
 from workbench.runtimes.base import Availability, ChatRequest, EmbedRequest, GenerateRequest
 from workbench.runtimes.inprocess import InProcessModelRuntimeActor
-from workbench.runtimes.streamtext import THINK_OPEN, IncrementalDecoder, StopMatcher, ThinkSplitter
+from workbench.runtimes.streamtext import THINK_CLOSE, THINK_OPEN, IncrementalDecoder, StopMatcher, ThinkSplitter
 from workbench.runtimes.types import Capabilities, ChatMessage, Chunk, Embeddings, GenerationOptions, Usage
 
 DEFAULT_MAX_TOKENS = 512
@@ -256,24 +258,35 @@ class TransformersRuntimeActor(InProcessModelRuntimeActor):
     ) -> Iterator[Chunk]:
         torch.set_num_threads(self.threads)
         tokenizer = loaded.tokenizer
-        decoder = IncrementalDecoder(lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
         stopper = StopMatcher(options.stop)
         splitter = ThinkSplitter(thinking=thinking) if thinking is not None else None
         input_tokens = int(inputs["input_ids"].shape[1])
-        produced = 0
-        finish = "stop"
-        for token_id, finish_reason in self._tokens(loaded, inputs, options, cancel):
-            if finish_reason is not None:
-                finish = finish_reason
+        limit = self._max_new_tokens(loaded, inputs, options)
+        produced, finish, closed = 0, "stop", False
+        while True:
+            decoder = IncrementalDecoder(lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
+            budget = options.model_copy(update={"max_tokens": limit - produced})
+            for token_id, finish_reason in self._tokens(loaded, inputs, budget, cancel):
+                if finish_reason is not None:
+                    finish = finish_reason
+                    break
+                produced += 1
+                yield from self._chunks_of(stopper.push(decoder.push(token_id)), 1, splitter)
+                if stopper.stopped:
+                    break
+            yield from self._chunks_of(stopper.push(decoder.flush()) + stopper.flush(), None, splitter)
+            ended_in_thought = (splitter is not None and splitter.state == "thinking" and finish == "stop"
+                                and not stopper.stopped and not cancel.is_set() and set(inputs) == {"input_ids"})
+            if closed or not ended_in_thought or produced >= limit:
                 break
-            produced += 1
-            text = stopper.push(decoder.push(token_id))
-            yield from self._chunks_of(text, 1, splitter)
-            if stopper.stopped:
-                break
-        tail = stopper.push(decoder.flush())
-        tail += stopper.flush()
-        yield from self._chunks_of(tail, None, splitter)
+            # The model ended inside its thinking block (small models often do): close the block
+            # for it, as a reasoning model would, and let it write the answer with the budget left.
+            assert splitter is not None
+            yield from splitter.push(THINK_CLOSE)
+            closing = tokenizer(f"\n{THINK_CLOSE}\n\n", add_special_tokens=False)["input_ids"]
+            continued = torch.tensor([decoder.ids + list(closing)], dtype=inputs["input_ids"].dtype)
+            inputs = {"input_ids": torch.cat([inputs["input_ids"], continued], dim=1)}
+            closed = True
         if splitter is not None:
             yield from splitter.flush()
         if cancel.is_set():
