@@ -40,7 +40,7 @@ from __future__ import annotations
 import gc
 import io
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -52,7 +52,17 @@ from workbench.models.loading import LoadedModel, ProgressCallback, is_vision_fo
 from workbench.runtimes.base import Availability, ChatRequest, EmbedRequest, GenerateRequest
 from workbench.runtimes.inprocess import InProcessModelRuntimeActor
 from workbench.runtimes.streamtext import THINK_CLOSE, THINK_OPEN, IncrementalDecoder, StopMatcher, ThinkSplitter
-from workbench.runtimes.types import Capabilities, ChatMessage, Chunk, Embeddings, GenerationOptions, Usage
+from workbench.runtimes.types import (
+    Capabilities,
+    ChatMessage,
+    Chunk,
+    Embeddings,
+    GenerationOptions,
+    ImagePart,
+    ImageURL,
+    TextPart,
+    Usage,
+)
 
 DEFAULT_MAX_TOKENS = 512
 THINK_INSTRUCTION = (
@@ -137,31 +147,31 @@ class TransformersRuntimeActor(InProcessModelRuntimeActor):
     async def stream_generate(self, request: GenerateRequest, message: Message) -> AsyncIterator[Chunk]:
         loaded = self._require()
         if request.raw:
-            inputs = loaded.tokenizer(request.prompt, return_tensors="pt")
-            produce_inputs: dict[str, torch.Tensor] = {"input_ids": inputs["input_ids"]}
-            async for chunk in self._stream(produce_inputs, request.options, message, thinking=None):
+            def prepare() -> tuple[dict[str, torch.Tensor], bool]:
+                return {"input_ids": loaded.tokenizer(request.prompt, return_tensors="pt")["input_ids"]}, False
+
+            async for chunk in self._stream(prepare, request.options, message, think=False):
                 yield chunk
             return
         messages: list[ChatMessage] = []
         if request.system:
             messages.append(ChatMessage(role="system", content=request.system))
-        if request.images:
-            from workbench.runtimes.types import ImagePart, ImageURL, TextPart
-
-            parts: list[Any] = [ImagePart(image_url=ImageURL(url=url)) for url in request.images]
-            messages.append(ChatMessage(role="user", content=[*parts, TextPart(text=request.prompt)]))
-        else:
-            messages.append(ChatMessage(role="user", content=request.prompt))
+        parts: list[TextPart | ImagePart] = [ImagePart(image_url=ImageURL(url=url)) for url in request.images]
+        content = [*parts, TextPart(text=request.prompt)] if parts else request.prompt
+        messages.append(ChatMessage(role="user", content=content))
         async for chunk in self.stream_chat(ChatRequest(messages=messages, options=request.options), message):
             yield chunk
 
     async def stream_chat(self, request: ChatRequest, message: Message) -> AsyncIterator[Chunk]:
         loaded = self._require()
-        thinking = bool(request.options.think) and self.capabilities.think
+        think = bool(request.options.think) and self.capabilities.think
         if any(item.image_urls() for item in request.messages) and loaded.kind != "vision-lm":
             raise NotSupported(f"{self.runtime} ({self.model})", "images", f"{self.entry.name} is a text-only model")
-        inputs, opened = self._chat_inputs(loaded, request.messages, thinking)
-        async for chunk in self._stream(inputs, request.options, message, thinking=opened if thinking else None):
+
+        def prepare() -> tuple[dict[str, torch.Tensor], bool]:
+            return self._chat_inputs(loaded, request.messages, think)
+
+        async for chunk in self._stream(prepare, request.options, message, think=think):
             yield chunk
 
     async def run_embed(self, request: EmbedRequest, message: Message) -> Embeddings:
@@ -233,19 +243,20 @@ class TransformersRuntimeActor(InProcessModelRuntimeActor):
     # ----- decoding ------------------------------------------------------------------------------------
     async def _stream(
         self,
-        inputs: dict[str, torch.Tensor],
+        prepare: Callable[[], tuple[dict[str, torch.Tensor], bool]],
         options: GenerationOptions,
         message: Message,
-        thinking: bool | None,
+        think: bool,
     ) -> AsyncIterator[Chunk]:
-        """`thinking`: None → no thinking split; False/True → split, starting outside/inside the block."""
+        """Tokenize (`prepare`: inputs, and whether the prompt opened a thinking block) and decode,
+        both on the worker thread: image processing and long prompts never hold up the loop."""
         loaded = self._require()
-        cancel = message.cancel_event
 
-        def produce(cancel_event: threading.Event) -> Iterator[Chunk]:
-            return self._produce(loaded, inputs, options, cancel_event, thinking)
+        def produce(cancel: threading.Event) -> Iterator[Chunk]:
+            inputs, opened = prepare()
+            return self._produce(loaded, inputs, options, cancel, opened if think else None)
 
-        async for chunk in self.stream_blocking(produce, cancel):
+        async for chunk in self.stream_blocking(produce, message.cancel_event):
             yield chunk
 
     def _produce(
