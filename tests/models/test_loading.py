@@ -88,3 +88,26 @@ async def test_second_load_uses_the_cache_not_the_converter(
     assert loaded.parameters == 134_515_008
     assert progress[0][0] == 0.0 and progress[-1] == (1.0, "ready")
     assert any(str(folder) in what for _, what in progress)
+
+
+async def test_first_load_converts_into_a_fresh_cache_atomically(
+    smollm2_transformers: object, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A first start on a machine: conversion with per-tensor progress, and the same weights as before."""
+    import torch
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    entry = resolve_model("smollm2")
+    progress: list[tuple[float, str]] = []
+    loaded = loading.load_causal_lm(entry, lambda fraction, what: progress.append((fraction, what)))
+    assert loaded.source == "converted"
+    folder = converted_dir(entry)
+    assert folder.parent == tmp_path / "converted"
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no partial folder left beside it
+    assert any(what.startswith("converting tensor") for _, what in progress)
+    fractions = [fraction for fraction, _ in progress]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    shared = smollm2_transformers.loaded.model  # type: ignore[attr-defined]
+    ids = torch.tensor([[1, 4093, 198, 1780, 314, 260]])
+    with torch.inference_mode():
+        assert torch.equal(loaded.model(input_ids=ids).logits, shared(input_ids=ids).logits)

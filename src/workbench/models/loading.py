@@ -231,6 +231,35 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+@contextmanager
+def _tensor_progress(progress: ProgressCallback, start: float, end: float) -> Iterator[None]:
+    """Report transformers' GGUF de-quantization tensor by tensor, instead of its tqdm bar on stderr
+    (which would also scribble over the app's screen). Skipped if transformers moves that loop."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is None:
+        yield
+        return
+
+    def tracked(iterable: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        items = list(iterable)
+        step = max(1, len(items) // 50)
+        for index, item in enumerate(items):
+            if index % step == 0:
+                progress(start + (end - start) * index / len(items), f"converting tensor {index + 1}/{len(items)}")
+            yield item
+
+    gguf_utils.tqdm = tracked
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
+
+
 def convert_gguf(entry: ModelEntry, target: Path, progress: ProgressCallback) -> None:
     """De-quantize a GGUF file with transformers and save it to `target` as a normal model folder."""
     from safetensors.torch import save_model
@@ -239,7 +268,8 @@ def convert_gguf(entry: ModelEntry, target: Path, progress: ProgressCallback) ->
     progress(0.1, f"reading tokenizer from {entry.gguf_file}")
     tokenizer = AutoTokenizer.from_pretrained(entry.path, gguf_file=entry.gguf_file, local_files_only=True)
     progress(0.25, f"converting {entry.gguf_file} (once; cached afterwards)")
-    model = AutoModelForCausalLM.from_pretrained(entry.path, gguf_file=entry.gguf_file, local_files_only=True)
+    with _tensor_progress(progress, 0.25, 0.7):
+        model = AutoModelForCausalLM.from_pretrained(entry.path, gguf_file=entry.gguf_file, local_files_only=True)
     progress(0.7, "saving converted weights to the cache")
     with atomic_folder(target) as folder:
         save_model(model, str(folder / "model.safetensors"))  # handles tied weights
