@@ -67,7 +67,7 @@ def test_replay_prints_each_panes_turns_with_figures(tmp_path: Path) -> None:
         "[hf] Paris",
         "[pt] Madrid,",
         "[hf]  of course.",
-        "[hf] -- TTFT 0.200 s · 8.0 tok/s · 4 tokens · 0.50 s",
+        "[hf] -- TTFT 0.20 s · 8.0 tok/s · 4 tokens · E2E 0.50 s",
         "[pt] error (InsufficientMemory): out of memory",
     ]
 
@@ -117,7 +117,7 @@ def test_rerun_prints_recorded_and_new_side_by_side(
     assert lines[2].split() == ["recorded", "|", "new"]
     recorded, new = lines[3].split(" | ")
     assert (recorded.strip(), new) == ("Paris of course.", "B saw user=Capital of France?")
-    assert lines[4].startswith("  TTFT 0.200 s · 8.0 tok/s · 4 tokens · 0.50 s") and "| TTFT " in lines[4]
+    assert lines[4].startswith("  TTFT 0.20 s · 8.0 tok/s · 4 tokens · E2E 0.50 s") and "| TTFT " in lines[4]
     pane_pt = lines.index("== [pt] recorded: scripted:other  |  re-run: scripted:echo")
     assert "[error] out of memory" in lines[pane_pt + 3] and lines[pane_pt + 3].endswith("| Capital of Spain?")
     (saved,) = reruns.glob("*.json")

@@ -95,18 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
 # ----- playback -----------------------------------------------------------------------------------------
 def format_metrics(metrics: RequestMetrics | None) -> str:
-    """`TTFT 0.210 s · 27.4 tok/s · 64 tokens · 2.54 s` (what is known of it)."""
-    if metrics is None:
-        return "no metrics"
-    parts = []
-    if metrics.ttft_s is not None:
-        parts.append(f"TTFT {metrics.ttft_s:.3f} s")
-    if metrics.output_tokens_per_s is not None:
-        parts.append(f"{metrics.output_tokens_per_s:.1f} tok/s")
-    if metrics.output_tokens is not None:
-        parts.append(f"{metrics.output_tokens} tokens")
-    parts.append(f"{metrics.e2e_s:.2f} s")
-    return " · ".join(parts)
+    return metrics.describe() if metrics is not None else "no metrics"
 
 
 class _TerminalPlayback:

@@ -58,6 +58,27 @@ class RequestMetrics(BaseModel):
     def mean_itl_s(self) -> float | None:
         return sum(self.itl_s) / len(self.itl_s) if self.itl_s else None
 
+    def describe(self, *, detailed: bool = False) -> str:
+        """One line of the figures that are known: `TTFT 0.21 s · 27.4 tok/s · 64 tokens · E2E 2.54 s`.
+
+        `detailed` adds decode speed and the input/output token counts (for `workbench run`).
+        """
+        parts = []
+        if self.ttft_s is not None:
+            parts.append(f"TTFT {self.ttft_s:.2f} s")
+        if self.output_tokens_per_s is not None:
+            parts.append(f"{self.output_tokens_per_s:.1f} tok/s")
+        if detailed and self.decode_tokens_per_s is not None:
+            parts.append(f"decode {self.decode_tokens_per_s:.1f} tok/s")
+        if not detailed and self.output_tokens is not None:
+            parts.append(f"{self.output_tokens} tokens")
+        parts.append(f"E2E {self.e2e_s:.2f} s")
+        if detailed:
+            tokens_in = "?" if self.input_tokens is None else self.input_tokens
+            tokens_out = "?" if self.output_tokens is None else self.output_tokens
+            parts.append(f"tokens in {tokens_in} / out {tokens_out}")
+        return " · ".join(parts)
+
 
 class MetricsRecorder:
     """Timestamps a request's chunks as they arrive and turns them into RequestMetrics."""

@@ -22,17 +22,7 @@ _flush_pending = False
 
 def describe_metrics(metrics: RequestMetrics | None) -> str:
     """The figures shown under a reply and in a pane's header."""
-    if metrics is None:
-        return ""
-    parts = []
-    if metrics.ttft_s is not None:
-        parts.append(f"TTFT {metrics.ttft_s:.2f} s")
-    if metrics.output_tokens_per_s is not None:
-        parts.append(f"{metrics.output_tokens_per_s:.1f} tok/s")
-    if metrics.output_tokens is not None:
-        parts.append(f"{metrics.output_tokens} tokens")
-    parts.append(f"E2E {metrics.e2e_s:.2f} s")
-    return " · ".join(parts)
+    return metrics.describe() if metrics is not None else ""
 
 
 class ReplyView(Vertical):
