@@ -144,3 +144,15 @@ async def test_theme_choice_is_remembered(make_app, isolated_settings):
     again = make_app()
     async with again.run_test(size=(120, 40)):
         assert again.theme == "workbench-light"
+
+
+async def test_ctrl_b_opens_the_benchmark_screen_on_the_panes_actors(make_app):
+    from workbench.app.screens.benchmark import BenchmarkScreen
+
+    app = make_app()
+    async with app.run_test(size=(160, 45)) as pilot:
+        await pilot.press("ctrl+b")
+        await wait_until(pilot, lambda: isinstance(app.screen, BenchmarkScreen))
+        assert [actor.name for actor in app.screen.actors] == ["scripted:a", "scripted:b"]
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not isinstance(app.screen, BenchmarkScreen))

@@ -56,6 +56,7 @@ class WorkbenchApp(App[int]):
         Binding("ctrl+s", "save_session", "Save", id="session.save"),
         Binding("ctrl+o", "browse_sessions", "Sessions", id="session.browse"),
         Binding("ctrl+g", "toggle_graphs", "Graphs", id="graphs.toggle"),
+        Binding("ctrl+b", "benchmark", "Benchmark", id="app.benchmark"),
     ]
 
     def __init__(
@@ -283,6 +284,13 @@ class WorkbenchApp(App[int]):
         hide = self.recorder.journal_path if self.recorder is not None else None
         self.push_screen(SessionBrowser(self.sessions_dir, hide=hide))
 
+    # ----- benchmarks ------------------------------------------------------------------------------------
+    def action_benchmark(self) -> None:
+        from workbench.app.screens.benchmark import BenchmarkScreen
+
+        actors = [pane.actor for pane in self.panes if pane.actor is not None]
+        self.push_screen(BenchmarkScreen(actors, self.sessions_dir))
+
     # ----- command palette -----------------------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -291,6 +299,7 @@ class WorkbenchApp(App[int]):
         yield SystemCommand("Save session", "Save this session under a name", self.action_save_session)
         yield SystemCommand("Browse sessions", "Play back or re-run a saved session", self.action_browse_sessions)
         yield SystemCommand("Toggle graphs", "Show or hide the memory and latency graphs", self.action_toggle_graphs)
+        yield SystemCommand("Benchmark", "Benchmark the panes' actors; open saved runs", self.action_benchmark)
         for pane in self.panes:
             if pane.actor is None:
                 continue

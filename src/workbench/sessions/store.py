@@ -271,7 +271,7 @@ def list_sessions(folder: Path | None = None) -> tuple[list[SessionSummary], lis
         if not (is_journal or path.suffix == ".json"):
             continue
         try:
-            if not is_journal and _peek_format(path) == BENCHMARK_FORMAT:
+            if not is_journal and peek_format(path) == BENCHMARK_FORMAT:
                 continue  # benchmark runs live here too; anything else unreadable is reported
             session = load_session(path)
         except SessionFileError as error:
@@ -285,7 +285,7 @@ def list_sessions(folder: Path | None = None) -> tuple[list[SessionSummary], lis
     return found, problems
 
 
-def _peek_format(path: Path) -> str | None:
+def peek_format(path: Path) -> str | None:
     with open(path, "rb") as stream:
         head = stream.read(4096).decode("utf-8", errors="replace")
     marker = head.find('"format"')

@@ -28,7 +28,7 @@ from workbench.errors import WorkbenchError
 from workbench.runtimes.base import ModelRuntimeActor
 from workbench.runtimes.types import GenerationOptions
 from workbench.sessions.schema import BENCHMARK_FORMAT, BenchmarkConfig, BenchmarkPrompt, BenchmarkRun
-from workbench.sessions.store import _peek_format, load_benchmark, save_benchmark
+from workbench.sessions.store import peek_format, load_benchmark, save_benchmark
 
 
 def saved_runs(folder: Path) -> list[Path]:
@@ -38,7 +38,7 @@ def saved_runs(folder: Path) -> list[Path]:
     found = []
     for path in folder.glob("*.json"):
         try:
-            if _peek_format(path) == BENCHMARK_FORMAT:
+            if peek_format(path) == BENCHMARK_FORMAT:
                 found.append(path)
         except OSError:
             continue
