@@ -32,6 +32,7 @@ from .native import NativeUnavailable
 from .tokenizer import EngineTokenizer, StreamDecoder, load_tokenizer
 
 __all__ = [
+    "DEFAULT_WEIGHTS",
     "GGUFError",
     "LlamaConfig",
     "LlamaEngine",

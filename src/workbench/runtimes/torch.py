@@ -1,0 +1,216 @@
+"""`TorchRuntimeActor`: our own PyTorch llama engine, in process (spec `torch:MODEL`).
+
+MODEL is anything the catalog resolves to a llama-architecture GGUF (`smollm2`, or a local
+`.gguf` file). Unlike `TransformersRuntimeActor`, no transformers code runs in the forward pass or
+the sampling loop: `workbench.engine` reads the GGUF and decodes with its own kernels (weights mode
+`q4` by default: the file's Q4_1 blocks with fp32 math, token-for-token equal to transformers'
+fp32 greedy output). The tokenizer and chat template still come from transformers.
+
+Streaming: the engine yields token ids on the actor's worker thread; text is detokenised
+incrementally (multi-byte characters kept whole) and stop strings are matched on the text with
+the shared `StopMatcher`, so every runtime trims them the same way. A cancelled stream stops within
+one token. Thinking follows the transformers runtime's prompt convention for models without a
+native thinking template (a system instruction and an opened `<think>` block).
+
+Options: `threads=` as for every runtime; `weights=` picks the engine's weights mode
+(`q4`, `fp32`, `bf16`, `int4pack`, `int8`); a request's `extra={"weights": ...}` is ignored (the
+mode is fixed at load time).
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, ClassVar
+
+from workbench.actors.actor import Message
+from workbench.errors import NotSupported
+from workbench.models.catalog import resolve_model
+from workbench.runtimes.base import Availability, ChatRequest, EmbedRequest, GenerateRequest
+from workbench.runtimes.inprocess import InProcessModelRuntimeActor, ProgressCallback
+from workbench.runtimes.streamtext import THINK_OPEN, IncrementalDecoder, StopMatcher, ThinkSplitter
+from workbench.runtimes.types import Capabilities, ChatMessage, Chunk, Embeddings, GenerationOptions, Usage
+
+DEFAULT_MAX_TOKENS = 512
+THINK_INSTRUCTION = (
+    "First think about the question step by step inside <think> and </think> tags. "
+    "After </think>, give your final answer."
+)
+
+
+class TorchRuntimeActor(InProcessModelRuntimeActor):
+    runtime: ClassVar[str] = "torch"
+    description: ClassVar[str] = "our own PyTorch llama engine (GGUF, no transformers at inference)"
+
+    def __init__(self, model: str, *, weights: str | None = None, **kwargs: Any) -> None:
+        """`weights`: the engine's weights mode (default: the engine's fastest exact mode)."""
+        self.entry = resolve_model(model)
+        super().__init__(model, **kwargs)
+        if self.entry.gguf_file is None:
+            raise NotSupported(f"torch ({model})", "load", "the torch engine reads llama GGUF files only")
+        self.weights = weights
+        self.engine: Any = None
+        self.load_time_s: float | None = None
+        self.capabilities = Capabilities(
+            think=True,
+            embed=True,
+            summarize_image=False,
+            notes={
+                "think": "a system instruction to reason inside <think>...</think>, block opened in the reply",
+                "embed": "mean-pooled final hidden states of the causal LM, L2-normalised",
+                "summarize_image": "the torch engine runs text-only llama models",
+            },
+        )
+
+    @classmethod
+    async def availability(cls, host: str | None = None) -> Availability:
+        import importlib.util
+
+        missing = [name for name in ("torch", "gguf", "transformers") if importlib.util.find_spec(name) is None]
+        if missing:
+            return Availability(False, f"missing packages: {', '.join(missing)}")
+        return Availability(True)
+
+    # ----- lifecycle (worker thread) ---------------------------------------------------------------------
+    def load(self, progress: ProgressCallback) -> None:
+        from workbench.engine import DEFAULT_WEIGHTS, LlamaEngine
+
+        started = time.perf_counter()
+        self.engine = LlamaEngine.load(
+            self.entry.file, threads=self.threads, weights=(self.weights or DEFAULT_WEIGHTS), progress=progress
+        )
+        self.load_time_s = time.perf_counter() - started
+
+    def unload(self) -> None:
+        self.engine = None
+        gc.collect()
+
+    def _require(self) -> Any:
+        if self.engine is None:
+            raise RuntimeError(f"actor {self.name} has no model loaded")
+        return self.engine
+
+    # ----- stream hooks ----------------------------------------------------------------------------------
+    async def stream_generate(self, request: GenerateRequest, message: Message) -> AsyncIterator[Chunk]:
+        if request.images:
+            raise NotSupported(f"torch ({self.model})", "images", "the torch engine is text-only")
+        engine = self._require()
+        if request.raw:
+            async for chunk in self._stream(lambda: (engine.tokenizer.encode(request.prompt), False), request.options, message):
+                yield chunk
+            return
+        messages: list[ChatMessage] = []
+        if request.system:
+            messages.append(ChatMessage(role="system", content=request.system))
+        messages.append(ChatMessage(role="user", content=request.prompt))
+        async for chunk in self.stream_chat(ChatRequest(messages=messages, options=request.options), message):
+            yield chunk
+
+    async def stream_chat(self, request: ChatRequest, message: Message) -> AsyncIterator[Chunk]:
+        if any(item.image_urls() for item in request.messages):
+            raise NotSupported(f"torch ({self.model})", "images", "the torch engine is text-only")
+        think = bool(request.options.think)
+
+        def prepare() -> tuple[list[int], bool]:
+            return self._chat_ids(request.messages, think)
+
+        async for chunk in self._stream(prepare, request.options, message, think=think):
+            yield chunk
+
+    async def run_embed(self, request: EmbedRequest, message: Message) -> Embeddings:
+        return await self.run_blocking(self._embed, request.inputs)
+
+    async def runtime_stats(self) -> dict[str, Any]:
+        engine = self.engine
+        if engine is None:
+            return {"details": {"path": str(self.entry.file), "loaded": False}}
+        return {
+            "parameters": engine.num_parameters,
+            "dtype": engine.weights,
+            "device": "cpu",
+            "memory_bytes": engine.memory_bytes(),
+            "load_time_s": self.load_time_s,
+            "details": {"path": str(engine.path), "weights": engine.weights, "torch_threads": engine.threads},
+        }
+
+    # ----- prompts and decoding (worker thread) ---------------------------------------------------------
+    def _chat_ids(self, messages: list[ChatMessage], thinking: bool) -> tuple[list[int], bool]:
+        engine = self._require()
+        dicts = [{"role": item.role, "content": item.text} for item in messages]
+        if thinking:
+            if dicts and dicts[0]["role"] == "system":
+                dicts[0] = {"role": "system", "content": f"{dicts[0]['content']}\n\n{THINK_INSTRUCTION}"}
+            else:
+                dicts.insert(0, {"role": "system", "content": THINK_INSTRUCTION})
+        ids = engine.chat_input_ids(dicts)
+        if thinking:
+            ids = ids + engine.tokenizer.encode(THINK_OPEN + "\n")
+        return ids, thinking
+
+    async def _stream(
+        self, prepare: Any, options: GenerationOptions, message: Message, think: bool = False
+    ) -> AsyncIterator[Chunk]:
+        def produce(cancel: threading.Event) -> Iterator[Chunk]:
+            ids, opened = prepare()
+            return self._produce(ids, options, cancel, opened if think else None)
+
+        async for chunk in self.stream_blocking(produce, message.cancel_event):
+            yield chunk
+
+    def _produce(
+        self, ids: list[int], options: GenerationOptions, cancel: threading.Event, thinking: bool | None
+    ) -> Iterator[Chunk]:
+        from workbench.engine import SamplingParams
+
+        engine = self._require()
+        room = engine.config.context_length - len(ids)
+        if room <= 0:
+            raise ValueError(f"the prompt is {len(ids)} tokens; the model's context is {engine.config.context_length}")
+        limit = max(1, min(options.max_tokens or DEFAULT_MAX_TOKENS, room))
+        greedy = options.temperature is None or options.temperature == 0.0
+        params = SamplingParams(
+            max_new_tokens=limit,
+            temperature=0.0 if greedy else float(options.temperature or 0.0),
+            top_p=options.top_p if options.top_p is not None else 1.0,
+            top_k=options.top_k or 0,
+            seed=options.seed,
+        )
+        stopper = StopMatcher(options.stop)
+        splitter = ThinkSplitter(thinking=thinking) if thinking is not None else None
+        decoder = IncrementalDecoder(lambda tokens: engine.tokenizer.decode(tokens))
+        produced = 0
+        for token_id in engine.generate(ids, params, cancel):
+            produced += 1
+            yield from self._chunks_of(stopper.push(decoder.push(token_id)), 1, splitter)
+            if stopper.stopped:
+                break
+        yield from self._chunks_of(stopper.push(decoder.flush()) + stopper.flush(), None, splitter)
+        if splitter is not None:
+            yield from splitter.flush()
+        finish = "cancelled" if cancel.is_set() else ("length" if produced >= limit and not stopper.stopped else "stop")
+        yield Chunk(done=True, finish_reason=finish, usage=Usage(input_tokens=len(ids), output_tokens=produced))
+
+    @staticmethod
+    def _chunks_of(text: str, tokens: int | None, splitter: ThinkSplitter | None) -> Iterator[Chunk]:
+        if splitter is not None:
+            yield from splitter.push(text, tokens)
+        elif text:
+            yield Chunk(text=text, tokens=tokens)
+
+    def _embed(self, texts: list[str]) -> Embeddings:
+        engine = self._require()
+        vectors = [engine.embed(text) for text in texts]
+        from workbench.metrics.request import RequestMetrics
+
+        count = sum(len(engine.tokenizer.encode(text)) for text in texts)
+        metrics = RequestMetrics(correlation_id="", operation="embed", input_tokens=count)
+        return Embeddings(
+            vectors=vectors,
+            model=self.entry.name,
+            normalized=True,
+            method="mean-pooled final hidden states (causal LM, torch engine)",
+            metrics=metrics,
+        )
+
