@@ -2,7 +2,7 @@
 
 Same prompt (SmolLM2's chat template around it), greedy, 128 new tokens, the same thread count for
 all. Direct `generate` and the transformers actor share one loaded model in one child process and
-run alternately (A B A B ...), so the actor's overhead is measured on the same weights, seconds
+run alternately (A B, B A, A B ...), so the actor's overhead is measured on the same weights, seconds
 apart, and machine noise falls on both alike. The torch actor runs in its own child process (its
 own weights, its own peak RSS); transformers and torch children alternate round by round. Each
 child loads from the converted-GGUF cache and warms up before it measures.
@@ -79,11 +79,14 @@ async def transformers_child(threads: int, new_tokens: int, pairs: int) -> dict[
     try:
         generate(8)  # warm-up, both paths
         await actor.chat(PROMPT, options=GREEDY | {"max_tokens": 8})
-        for _ in range(pairs):
+        for index in range(pairs):
+            if index % 2:  # A B, B A, A B ...: neither always runs second
+                runs["transformers"].append(await _actor_run(actor, new_tokens))
             _, ttft = generate(1)  # direct's time to first token: prefill and one token
             tokens, e2e = generate(new_tokens)
             runs["direct"].append({"tokens": tokens, "e2e_s": e2e, "ttft_s": ttft})
-            runs["transformers"].append(await _actor_run(actor, new_tokens))
+            if not index % 2:
+                runs["transformers"].append(await _actor_run(actor, new_tokens))
         threads_reported = (await actor.stats()).threads
     finally:
         await actor.stop()
