@@ -269,3 +269,11 @@ async def test_the_model_is_freed_on_stop() -> None:
     await actor.stop()
     gc.collect()
     assert model() is None
+
+
+async def test_an_undecodable_image_is_a_clear_error_and_the_actor_serves_on(
+    vlm_actor: TransformersRuntimeActor,
+) -> None:
+    with pytest.raises(ValueError, match="image 1 cannot be decoded"):
+        await vlm_actor.summarize_image(b"\x89PNG not really a png", options={"max_tokens": 2})
+    assert (await vlm_actor.summarize_image(_png((9, 9, 9)), options={"max_tokens": 2})).metrics.output_tokens == 2

@@ -207,19 +207,19 @@ class TransformersRuntimeActor(InProcessModelRuntimeActor):
         """Model inputs for a conversation, and whether the prompt itself opened a thinking block."""
         template = getattr(loaded.tokenizer, "chat_template", None) or ""
         native_thinking = "enable_thinking" in template
-        dicts = [{"role": item.role, "content": item.text} for item in messages]
+        turns = [(item.role, item.text, len(item.image_urls())) for item in messages]
         if thinking and not native_thinking:
-            if dicts and dicts[0]["role"] == "system":
-                dicts[0] = {"role": "system", "content": f"{dicts[0]['content']}\n\n{THINK_INSTRUCTION}"}
+            if turns and turns[0][0] == "system":
+                turns[0] = ("system", f"{turns[0][1]}\n\n{THINK_INSTRUCTION}", turns[0][2])
             else:
-                dicts.insert(0, {"role": "system", "content": THINK_INSTRUCTION})
+                turns.insert(0, ("system", THINK_INSTRUCTION, 0))
+        dicts = [{"role": role, "content": text} for role, text, _ in turns]
         extra = {"enable_thinking": thinking} if native_thinking else {}
         images = [image for item in messages for image in item.images()]
         if loaded.processor is not None:
             processor_messages = [
-                {"role": item.role, "content": [{"type": "image"} for _ in item.images()]
-                 + [{"type": "text", "text": item.text}]}
-                for item in messages
+                {"role": role, "content": [{"type": "image"}] * count + [{"type": "text", "text": text}]}
+                for role, text, count in turns
             ]
             prompt = loaded.processor.apply_chat_template(processor_messages, add_generation_prompt=True, **extra)
         elif template:
@@ -234,7 +234,12 @@ class TransformersRuntimeActor(InProcessModelRuntimeActor):
         if loaded.processor is not None and images:
             from PIL import Image
 
-            pictures = [Image.open(io.BytesIO(data)).convert("RGB") for data in images]
+            pictures = []
+            for number, data in enumerate(images, start=1):
+                try:
+                    pictures.append(Image.open(io.BytesIO(data)).convert("RGB"))
+                except (OSError, ValueError) as error:
+                    raise ValueError(f"image {number} cannot be decoded ({len(data)} bytes): {error}") from None
             encoded = loaded.processor(images=pictures, text=prompt, return_tensors="pt")
             return dict(encoded), opened
         encoded = loaded.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
