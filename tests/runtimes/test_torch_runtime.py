@@ -18,7 +18,7 @@ GREEDY = {"temperature": 0.0}
 
 @pytest.fixture(scope="module")
 async def smollm2_torch() -> AsyncIterator[ModelRuntimeActor]:
-    actor = create_actor("torch:smollm2", threads=2)
+    actor = create_actor("torch:smollm2", threads=1)
     actor.start()
     await actor.wait_ready()
     yield actor
