@@ -60,6 +60,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(temp_name, 0o666 & ~_umask())  # mkstemp makes 0600; a saved session is meant to be shared
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
             stream.flush()
@@ -70,6 +71,12 @@ def atomic_write_text(path: Path, text: str) -> None:
             os.unlink(temp_name)
         raise
     _fsync_dir(path.parent)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def save_model(model: BaseModel, path: Path) -> Path:
