@@ -10,6 +10,7 @@ preallocated tensor written in place. Layers are plain objects, not ``nn.Module`
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -162,6 +163,7 @@ class LlamaModel:
         self._rope_len = 0
         self._cos = torch.empty(0)
         self._sin = torch.empty(0)
+        self._native = _NativeDecoder.build(self)
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -252,6 +254,11 @@ class LlamaModel:
         self, ids: torch.Tensor, start: int, cache: KVCache, *, all_logits: bool = False
     ) -> torch.Tensor:
         """Run ``ids`` (1-D) at positions ``start..``; returns logits of the last (or every) position."""
+        if self._native is not None and ids.shape[0] == 1 and not all_logits:
+            if start + 1 > cache.capacity:
+                raise ValueError(f"sequence of {start + 1} tokens exceeds the KV cache ({cache.capacity})")
+            self._ensure_rope(start + 1)
+            return self._native.step(int(ids[0]), start, cache, self._cos, self._sin)
         x = self._run_layers(ids, start, cache)
         if not all_logits:
             x = x[-1:]
@@ -316,6 +323,83 @@ class LlamaModel:
             gate, up = gu.chunk(2, dim=-1)
             x = x + layer.down(F.silu(gate) * up)
         return x
+
+
+class _NativeDecoder:
+    """One decode step (a single token) entirely in the C kernels: eight foreign calls per layer
+    and no torch ops, because at 135M parameters per-op dispatch would otherwise cost about as
+    much as the matrix work. Prefill and the other weights modes use the torch path."""
+
+    def __init__(self, model: LlamaModel, kernels: NativeKernels) -> None:
+        cfg = model.config
+        self.cfg = cfg
+        self.k = kernels
+        nh, nkv, hd, h, i = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.hidden_size, cfg.intermediate_size
+        self.x = torch.empty(1, h)
+        self.h = torch.empty(1, h)
+        self.qkv = torch.empty(1, (nh + 2 * nkv) * hd)
+        self.attn = torch.empty(1, nh * hd)
+        self.gu = torch.empty(1, 2 * i)
+        self.act = torch.empty(1, i)
+        self.logits = torch.empty(1, model.lm_head.out_features)
+        self.layers: list[tuple[int, ...]] = []
+        self.gemms: list[tuple[Callable[..., int], ...]] = []
+        for layer in model.layers:
+            lins = (layer.qkv, layer.o, layer.gate_up, layer.down)
+            assert all(isinstance(x, NativeBlockLinear) for x in lins)
+            self.layers.append(
+                (layer.attn_norm.data_ptr(), layer.ffn_norm.data_ptr(), *(x.blocks.data_ptr() for x in lins))  # type: ignore[union-attr]
+            )
+            self.gemms.append(tuple(x._gemm for x in lins))  # type: ignore[union-attr]
+        head = model.lm_head
+        assert isinstance(head, NativeBlockLinear)
+        self.head = head
+        self.norm = model.norm
+        emb = model.embed
+        self.embed = emb
+        self.lock = threading.Lock()
+        self._keep = model  # the pointers above live as long as the model's tensors
+
+    @classmethod
+    def build(cls, model: LlamaModel) -> _NativeDecoder | None:
+        """A decoder when every projection runs on the block kernels (``q4`` mode), else None."""
+        lins = [model.lm_head] + [x for L in model.layers for x in (L.qkv, L.o, L.gate_up, L.down)]
+        if not all(isinstance(x, NativeBlockLinear) for x in lins):
+            return None
+        return cls(model, load_kernels())
+
+    def step(self, token: int, pos: int, cache: KVCache, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        cfg, k = self.cfg, self.k
+        nh, nkv, hd, hidden, inter = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.hidden_size, cfg.intermediate_size
+        eps = cfg.rms_eps
+        nt = torch.get_num_threads()
+        cap = cache.capacity
+        kv_floats = nkv * cap * hd
+        base = cache.data.data_ptr()
+        cos_p = cos.data_ptr() + pos * hd * 4
+        sin_p = sin.data_ptr() + pos * hd * 4
+        n_qkv = (nh + 2 * nkv) * hd
+        with self.lock:
+            self.x.copy_(self.embed(torch.tensor([token])))
+            xp, hp, qkvp, ap = self.x.data_ptr(), self.h.data_ptr(), self.qkv.data_ptr(), self.attn.data_ptr()
+            gup, actp = self.gu.data_ptr(), self.act.data_ptr()
+            rms, rope, silu = k.rmsnorm, k.rope_attend, k.silu_mul
+            for li, (an, fn, wqkv, wo, wgu, wdn) in enumerate(self.layers):
+                g_qkv, g_o, g_gu, g_dn = self.gemms[li]
+                rms(xp, an, hidden, eps, hp)
+                g_qkv(hp, 1, hidden, wqkv, n_qkv, qkvp, nt, 0)
+                kb = base + li * 2 * kv_floats * 4
+                if rope(qkvp, cos_p, sin_p, kb, kb + kv_floats * 4, pos, cap, nh, nkv, hd, ap):
+                    raise MemoryError("attention scratch allocation failed")
+                g_o(ap, 1, nh * hd, wo, hidden, xp, nt, 1)
+                rms(xp, fn, hidden, eps, hp)
+                g_gu(hp, 1, hidden, wgu, 2 * inter, gup, nt, 0)
+                silu(gup, inter, actp)
+                g_dn(actp, 1, inter, wdn, hidden, xp, nt, 1)
+            rms(xp, self.norm.data_ptr(), hidden, eps, hp)
+            head = self.head
+            head._gemm(hp, 1, hidden, head.blocks.data_ptr(), head.out_features, self.logits.data_ptr(), nt, 0)
+            return self.logits.clone()
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

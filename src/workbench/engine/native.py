@@ -198,7 +198,7 @@ static inline float dot_q8(const uint8_t *row, int nb, const float *x) {
 #endif
 
 static int q4_gemm(const float *x, int M, int K, const uint8_t *w, int N, float *y, int nthreads,
-                   int bsz, int has_min) {
+                   int acc, int bsz, int has_min) {
     const int nb = K / 32;
     float *xsum = block_sums(x, M, K);
     if (!xsum) return -1;
@@ -211,7 +211,7 @@ static int q4_gemm(const float *x, int M, int K, const uint8_t *w, int N, float 
         for (int r = 0; r < M; r++) {
             float out[4];
             dot4_q4(w + n * stride, stride, nb, bsz, has_min, x + (size_t)r * K, xsum + (size_t)r * nb, out);
-            for (int j = 0; j < 4; j++) y[(size_t)r * N + n + j] = out[j];
+            for (int j = 0; j < 4; j++) y[(size_t)r * N + n + j] = out[j] + (acc ? y[(size_t)r * N + n + j] : 0.0f);
         }
     }
     for (int n = N4 * 4; n < N; n++)
@@ -222,34 +222,39 @@ static int q4_gemm(const float *x, int M, int K, const uint8_t *w, int N, float 
     {
         const uint8_t *row = w + (size_t)n * stride;
         for (int r = 0; r < M; r++)
-            y[(size_t)r * N + n] = dot_q4(row, nb, bsz, has_min, x + (size_t)r * K, xsum + (size_t)r * nb);
+            y[(size_t)r * N + n] = dot_q4(row, nb, bsz, has_min, x + (size_t)r * K, xsum + (size_t)r * nb)
+                                   + (acc ? y[(size_t)r * N + n] : 0.0f);
     }
     free(xsum);
     return 0;
 }
 
-/* y[M,N] = x[M,K] . W[N,K]^T for W rows stored as GGUF blocks. */
-int wb_q4_1_gemm(const float *x, int M, int K, const uint8_t *w, int N, float *y, int nthreads) {
-    return q4_gemm(x, M, K, w, N, y, nthreads, 20, 1);
+/* y[M,N] (+)= x[M,K] . W[N,K]^T for W rows stored as GGUF blocks; acc != 0 adds into y
+   (the residual connection, saving a separate add). */
+int wb_q4_1_gemm(const float *x, int M, int K, const uint8_t *w, int N, float *y, int nthreads, int acc) {
+    return q4_gemm(x, M, K, w, N, y, nthreads, acc, 20, 1);
 }
 
-int wb_q4_0_gemm(const float *x, int M, int K, const uint8_t *w, int N, float *y, int nthreads) {
-    return q4_gemm(x, M, K, w, N, y, nthreads, 18, 0);
+int wb_q4_0_gemm(const float *x, int M, int K, const uint8_t *w, int N, float *y, int nthreads, int acc) {
+    return q4_gemm(x, M, K, w, N, y, nthreads, acc, 18, 0);
 }
 
-int wb_q8_0_gemm(const float *x, int M, int K, const uint8_t *w, int N, float *y, int nthreads) {
+int wb_q8_0_gemm(const float *x, int M, int K, const uint8_t *w, int N, float *y, int nthreads, int acc) {
     const int nb = K / 32;
     #pragma omp parallel for schedule(static) num_threads(nthreads)
     for (int n = 0; n < N; n++) {
         const uint8_t *row = w + (size_t)n * nb * 34;
-        for (int r = 0; r < M; r++) y[(size_t)r * N + n] = dot_q8(row, nb, x + (size_t)r * K);
+        for (int r = 0; r < M; r++)
+            y[(size_t)r * N + n] = dot_q8(row, nb, x + (size_t)r * K) + (acc ? y[(size_t)r * N + n] : 0.0f);
     }
     return 0;
 }
 """
 
 _DEQUANT_SOURCE = r"""
+#include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 static inline float h2f(const uint8_t *p) {
@@ -295,6 +300,73 @@ void wb_q4_0_dequant(const uint8_t *w, int N, int K, float *out, int nthreads) {
     }
 }
 
+/* Decode-step helpers (one token). Written in the reference's operation order and compiled
+   without FMA contraction so they round like the torch ops they replace. */
+void wb_rmsnorm(const float *x, const float *w, int K, float eps, float *out) {
+    float ss = 0.0f;
+    for (int i = 0; i < K; i++) ss += x[i] * x[i];
+    const float r = 1.0f / sqrtf(ss / (float)K + eps);
+    for (int i = 0; i < K; i++) out[i] = w[i] * (x[i] * r);
+}
+
+void wb_silu_mul(const float *gu, int I, float *out) {
+    for (int i = 0; i < I; i++) {
+        const float g = gu[i];
+        out[i] = (g / (1.0f + expf(-g))) * gu[I + i];
+    }
+}
+
+/* Rotary embedding on the Q and K heads of one fused qkv row (rotate-half layout), K/V written
+   into the cache at `pos`, then causal attention of every query head over positions 0..pos
+   (grouped-query: query head h reads kv head h / (nh / nkv)). */
+int wb_rope_attend(float *qkv, const float *cos_row, const float *sin_row, float *kc, float *vc,
+                   int pos, int cap, int nh, int nkv, int hd, float *out) {
+    const int half = hd / 2;
+    for (int h = 0; h < nh + nkv; h++) {
+        float *v = qkv + (size_t)h * hd;
+        for (int i = 0; i < half; i++) {
+            const float a = v[i], b = v[i + half];
+            v[i] = a * cos_row[i] + (-b) * sin_row[i];
+            v[i + half] = b * cos_row[i + half] + a * sin_row[i + half];
+        }
+    }
+    for (int j = 0; j < nkv; j++) {
+        memcpy(kc + ((size_t)j * cap + pos) * hd, qkv + (size_t)(nh + j) * hd, sizeof(float) * hd);
+        memcpy(vc + ((size_t)j * cap + pos) * hd, qkv + (size_t)(nh + nkv + j) * hd, sizeof(float) * hd);
+    }
+    float *p = (float *)malloc(sizeof(float) * (size_t)(pos + 1));
+    if (!p) return -1;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const int rep = nh / nkv;
+    for (int h = 0; h < nh; h++) {
+        const int j = h / rep;
+        const float *q = qkv + (size_t)h * hd;
+        const float *kj = kc + (size_t)j * cap * hd;
+        const float *vj = vc + (size_t)j * cap * hd;
+        float mx = -INFINITY;
+        for (int t = 0; t <= pos; t++) {
+            float s = 0.0f;
+            for (int d = 0; d < hd; d++) s += q[d] * kj[(size_t)t * hd + d];
+            s *= scale;
+            p[t] = s;
+            if (s > mx) mx = s;
+        }
+        float sum = 0.0f;
+        for (int t = 0; t <= pos; t++) {
+            p[t] = expf(p[t] - mx);
+            sum += p[t];
+        }
+        float *o = out + (size_t)h * hd;
+        for (int d = 0; d < hd; d++) o[d] = 0.0f;
+        for (int t = 0; t <= pos; t++) {
+            const float w = p[t] / sum;
+            for (int d = 0; d < hd; d++) o[d] += w * vj[(size_t)t * hd + d];
+        }
+    }
+    free(p);
+    return 0;
+}
+
 void wb_q8_0_dequant(const uint8_t *w, int N, int K, float *out, int nthreads) {
     const int nb = K / 32;
     #pragma omp parallel for schedule(static) num_threads(nthreads)
@@ -328,13 +400,23 @@ class NativeKernels:
         self.dequant = {}
         for qt in BLOCK_BYTES:
             g = getattr(lib, f"wb_{qt.lower()}_gemm")
-            g.argtypes = [vp, i, i, vp, i, vp, i]
+            g.argtypes = [vp, i, i, vp, i, vp, i, i]
             g.restype = i
             self.gemm[qt] = g
             dq = getattr(lib, f"wb_{qt.lower()}_dequant")
             dq.argtypes = [vp, i, i, vp, i]
             dq.restype = None
             self.dequant[qt] = dq
+        f = ctypes.c_float
+        self.rmsnorm = lib.wb_rmsnorm
+        self.rmsnorm.argtypes = [vp, vp, i, f, vp]
+        self.rmsnorm.restype = None
+        self.silu_mul = lib.wb_silu_mul
+        self.silu_mul.argtypes = [vp, i, vp]
+        self.silu_mul.restype = None
+        self.rope_attend = lib.wb_rope_attend
+        self.rope_attend.argtypes = [vp, vp, vp, vp, vp, i, i, i, i, i, vp]
+        self.rope_attend.restype = i
 
 
 _lock = threading.Lock()
@@ -401,7 +483,7 @@ def _build(cc: str, target: Path) -> None:
             _run(cmd)
             objs.append(str(obj))
         out = Path(tmp) / "lib.so"
-        _run([cc, "-shared", "-fopenmp", *objs, "-o", str(out)])
+        _run([cc, "-shared", "-fopenmp", *objs, "-o", str(out), "-lm"])
         os.replace(out, target)
 
 

@@ -171,7 +171,8 @@ class NativeBlockLinear:
         x = x.contiguous()
         y = torch.empty(m, self.out_features)
         rc = self._gemm(
-            x.data_ptr(), m, self.in_features, self.blocks.data_ptr(), self.out_features, y.data_ptr(), torch.get_num_threads()
+            x.data_ptr(), m, self.in_features, self.blocks.data_ptr(), self.out_features, y.data_ptr(),
+            torch.get_num_threads(), 0,
         )
         if rc:
             raise MemoryError("engine kernel could not allocate its scratch buffer")
