@@ -34,6 +34,7 @@ import psutil
 
 from workbench.errors import InsufficientMemory, ModelNotFound
 from workbench.models.catalog import ModelEntry
+from workbench.sessions.store import atomic_write_text
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -68,19 +69,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write to a temporary file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(data, stream, indent=1)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def file_sha256(path: Path) -> str:
     """The full sha256 of `path`, remembered by (path, size, mtime) so it is computed once."""
     path = path.resolve()
@@ -95,7 +83,7 @@ def file_sha256(path: Path) -> str:
             digest.update(block)
     index = {k: v for k, v in _read_json(_hash_index_path()).items() if not k.startswith(f"{path}|")}
     index[key] = digest.hexdigest()
-    write_json_atomic(_hash_index_path(), index)
+    atomic_write_text(_hash_index_path(), json.dumps(index, indent=1))
     return digest.hexdigest()
 
 
