@@ -4,6 +4,7 @@ this process and on a real child process tree."""
 from __future__ import annotations
 
 import asyncio
+import mmap
 import os
 import subprocess
 import sys
@@ -98,11 +99,14 @@ def test_sampler_sees_this_process_grow() -> None:
     series = sampler.watch("me", ProcessTarget.this_process())
     before = sampler.sample_once()["me"]
     assert before.rss_bytes == pytest.approx(psutil.Process().memory_info().rss, rel=0.2)
-    block = bytearray(b"x") * (96 * MB)  # written, so really resident
+    # Fresh anonymous pages, every one written: resident whatever the allocator kept from earlier tests.
+    block = mmap.mmap(-1, 96 * MB)
+    for offset in range(0, 96 * MB, mmap.PAGESIZE):
+        block[offset] = 1
     after = sampler.sample_once()["me"]
     assert after.rss_bytes - before.rss_bytes > 64 * MB
-    assert len(series) == 2 and block[-1] == ord("x")
-    del block
+    assert len(series) == 2 and block[-mmap.PAGESIZE] == 1
+    block.close()
 
 
 ALLOCATE = "import sys, time; block = b'x' * ({mb} * 1024 * 1024); print('ready', flush=True); time.sleep(60)"

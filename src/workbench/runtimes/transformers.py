@@ -108,6 +108,7 @@ class TransformersRuntimeActor(InProcessModelRuntimeActor):
         for the memory check (tests)."""
         self.entry = preloaded.entry if preloaded is not None else resolve_model(model)
         super().__init__(model, **kwargs)
+        self.threads_in_use: int | None = None
         self._preloaded = preloaded
         self._available_memory = available_memory
         self.loaded: LoadedModel | None = None
@@ -125,8 +126,14 @@ class TransformersRuntimeActor(InProcessModelRuntimeActor):
         return Availability(True)
 
     # ----- lifecycle (worker thread) ---------------------------------------------------------------------
-    def load(self, progress: ProgressCallback) -> None:
+    def _apply_threads(self) -> None:
+        """torch's thread count is process-wide: set ours before each piece of work and remember what
+        it ran with (another in-process actor may set its own in between)."""
         torch.set_num_threads(self.threads)
+        self.threads_in_use = torch.get_num_threads()
+
+    def load(self, progress: ProgressCallback) -> None:
+        self._apply_threads()
         if self._preloaded is not None:
             self.loaded = self._preloaded
             progress(1.0, "using a preloaded model")
@@ -194,7 +201,7 @@ class TransformersRuntimeActor(InProcessModelRuntimeActor):
                 "path": str(self.entry.file),
                 "kind": loaded.kind,
                 "source": loaded.source,
-                "torch_threads": torch.get_num_threads(),
+                "torch_threads": self.threads_in_use,
                 "estimated_bytes": loaded.estimate.bytes_needed if loaded.estimate else None,
                 "shared": self._preloaded is not None,
             },
@@ -272,7 +279,7 @@ class TransformersRuntimeActor(InProcessModelRuntimeActor):
         cancel: threading.Event,
         thinking: bool | None,
     ) -> Iterator[Chunk]:
-        torch.set_num_threads(self.threads)
+        self._apply_threads()
         tokenizer = loaded.tokenizer
         stopper = StopMatcher(options.stop)
         splitter = ThinkSplitter(thinking=thinking) if thinking is not None else None
@@ -371,7 +378,7 @@ class TransformersRuntimeActor(InProcessModelRuntimeActor):
 
     # ----- embeddings ----------------------------------------------------------------------------------
     def _embed(self, texts: list[str]) -> Embeddings:
-        torch.set_num_threads(self.threads)
+        self._apply_threads()
         loaded = self._require()
         tokenizer = loaded.tokenizer
         if tokenizer.pad_token is None:
