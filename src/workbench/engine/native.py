@@ -266,6 +266,9 @@ static inline float h2f(const uint8_t *p) {
 /* Exactly gguf-py's arithmetic ((d*q) + m, no fused multiply-add), so prefill through a
    dequantized matrix sees the same weights as the fp32 reference. Compiled with
    -ffp-contract=off for that reason. */
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#include <immintrin.h>
+#endif
 void wb_q4_1_dequant(const uint8_t *w, int N, int K, float *out, int nthreads) {
     const int nb = K / 32;
     #pragma omp parallel for schedule(static) num_threads(nthreads)
@@ -274,6 +277,17 @@ void wb_q4_1_dequant(const uint8_t *w, int N, int K, float *out, int nthreads) {
             const uint8_t *blk = w + ((size_t)n * nb + b) * 20;
             const float d = h2f(blk), m = h2f(blk + 2);
             float *o = out + (size_t)n * K + b * 32;
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+            /* separate multiply and add: the same two roundings as gguf-py */
+            const __m128i qb = _mm_loadu_si128((const __m128i *)(blk + 4));
+            const __m128i mask = _mm_set1_epi8(0x0F);
+            const __m512 vd = _mm512_set1_ps(d), vm = _mm512_set1_ps(m);
+            const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(qb, mask)));
+            const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(qb, 4), mask)));
+            _mm512_storeu_ps(o, _mm512_add_ps(_mm512_mul_ps(vd, lo), vm));
+            _mm512_storeu_ps(o + 16, _mm512_add_ps(_mm512_mul_ps(vd, hi), vm));
+            continue;
+#endif
             for (int i = 0; i < 16; i++) {
                 float lo = d * (float)(blk[4 + i] & 15);
                 float hi = d * (float)(blk[4 + i] >> 4);
