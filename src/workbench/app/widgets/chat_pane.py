@@ -112,7 +112,9 @@ class ChatPane(Vertical, can_focus=True):
 
     def refresh_header(self) -> None:
         if self.is_mounted:
-            self.query_one(".pane-header", Static).update(self.header_text())
+            # While the app shuts down the header may already be gone: update what is there.
+            for header in self.query(".pane-header").results(Static):
+                header.update(self.header_text())
             failed = self.actor is None or self.actor.state == ActorState.FAILED
             self.set_class(failed, "failed")
 
