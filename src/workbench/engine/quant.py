@@ -1,20 +1,21 @@
 """Linear layers over GGUF weights in several storage formats.
 
 Decoding one token is a chain of matrix-vector products, so speed is set by how many weight bytes
-cross the memory bus per token. fp32 weights cost 4 bytes/param; the Q4_1 blocks in the file cost
-0.625. This torch build's CPU kernels were measured (``benchmarks/engine_speed.py`` and the notes
-in the engine README section of ``__init__``):
+cross the memory bus per token and by per-call overhead. fp32 weights cost 4 bytes/param; the
+Q4_1 blocks in the file cost 0.625. What this torch build (2.13 CPU, AVX-512) offers, measured here:
 
-* ``_weight_int4pack_mm_for_cpu`` can hold Q4_1 blocks of 32 losslessly (``w = (q-8)*s + z`` with
-  ``s = d``, ``z = m + 8d``) and is fast only for bfloat16 activations (fp32 activations hit a
-  scalar path ~30x slower). Its output is bfloat16 too, so every projection carries ~2^-9 relative
-  rounding: close to, but not bit-compatible with, an fp32 reference.
-* ``_weight_int8pack_mm`` (per-channel int8) is fast only for bfloat16 as well, and requantizing
-  32-element groups to one scale per row loses information on top of that.
-* Dense fp32 ``F.linear`` is exact and bandwidth-bound (~11 GB/s per core here).
+* ``_weight_int4pack_mm_for_cpu`` holds Q4_1 blocks of 32 losslessly (``w = (q-8)*s + z`` with
+  ``s = d``, ``z = m + 8d``) but is fast only with bfloat16 activations (fp32 input takes a scalar
+  path ~30x slower) and returns bfloat16, so every projection carries ~2^-9 relative rounding:
+  greedy output drifts from the fp32 reference after tens of tokens (mode ``int4pack``).
+* ``_weight_int8pack_mm`` (per-channel int8) is likewise fast only in bfloat16, and requantizing
+  32-element groups to one scale per row loses information on top (mode ``int8``).
+* Dense fp32 ``F.linear`` is exact and bandwidth-bound (~11 GB/s per core here; mode ``fp32``).
 
-Every layer class exposes ``__call__(x) -> y`` on float32 tensors and ``nbytes`` so the engine can
-report memory; inputs/outputs are always float32, whatever the storage.
+Hence :class:`NativeBlockLinear`: our C kernels (:mod:`.native`) read the raw GGUF blocks and do
+fp32 math — the speed of 4-bit storage with fp32-reference results (mode ``q4``, the default).
+
+Every layer class takes and returns float32 ``[M, K] -> [M, N]`` and exposes ``nbytes``.
 """
 
 from __future__ import annotations
