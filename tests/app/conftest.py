@@ -46,8 +46,8 @@ def restore_limit():
 def make_app(tmp_path: Path) -> Callable[..., WorkbenchApp]:
     def make(specs: tuple[str, ...] = ("scripted:a", "scripted:b"), *, delay_s: float = 0.0, **kwargs) -> WorkbenchApp:
         kwargs.setdefault("sample_interval_s", None)
-        return WorkbenchApp(list(specs), tmp_path / "sessions", actor_factory=scripted_factory(delay_s),
-                            discover_ollama=False, **kwargs)
+        kwargs.setdefault("discover_ollama", False)
+        return WorkbenchApp(list(specs), tmp_path / "sessions", actor_factory=scripted_factory(delay_s), **kwargs)
 
     return make
 

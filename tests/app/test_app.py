@@ -156,3 +156,20 @@ async def test_ctrl_b_opens_the_benchmark_screen_on_the_panes_actors(make_app):
         assert [actor.name for actor in app.screen.actors] == ["scripted:a", "scripted:b"]
         await pilot.press("escape")
         await wait_until(pilot, lambda: not isinstance(app.screen, BenchmarkScreen))
+
+
+async def test_without_an_ollama_server_a_notice_says_how_to_connect_one(make_app, monkeypatch):
+    import socket
+
+    from textual.widgets import Static
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("OLLAMA_HOST", f"127.0.0.1:{port}")
+    app = make_app(discover_ollama=True)
+    async with app.run_test(size=(160, 45)) as pilot:
+        notice = app.query_one("#notice", Static)
+        await wait_until(pilot, lambda: notice.has_class("shown"))
+        assert f"No Ollama server answers at http://127.0.0.1:{port}" in str(notice.render())
+        assert notice.display and len(app.panes) == 2

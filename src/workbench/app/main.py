@@ -175,7 +175,13 @@ class WorkbenchApp(App[int]):
         specs, notice = await ollama_specs()
         for spec in specs:
             await self.open_pane(spec)
-        self.query_one("#notice", Static).update(notice)
+        self.show_notice(notice)
+
+    def show_notice(self, text: str) -> None:
+        """A one-line notice above the footer (how to connect Ollama, say); empty hides it."""
+        notice = self.query_one("#notice", Static)
+        notice.update(text)
+        notice.set_class(bool(text), "shown")
 
     def _record_prompt(self, pane: ChatPane, message: ChatMessage, reply: TextReply) -> None:
         if self.recorder is not None and not self.recorder.closed:
