@@ -10,7 +10,8 @@ import pytest
 from workbench.errors import InsufficientMemory
 from workbench.models import resolve_model
 from workbench.models import loading
-from workbench.models.loading import atomic_folder, cache_dir, check_memory, converted_dir, file_sha256
+from workbench.models.loading import atomic_folder, check_memory, converted_dir, file_sha256
+from workbench.paths import cache_dir
 
 
 def test_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ The model is the session's shared `smollm2_transformers` actor (tests/conftest.p
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from workbench.paths import config_dir
 from workbench.sessions.store import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -25,8 +25,7 @@ class Settings(BaseModel):
 
 
 def settings_path() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "workbench" / "settings.json"
+    return config_dir() / "settings.json"
 
 
 def load_settings(path: Path | None = None) -> Settings:

@@ -1,16 +1,11 @@
-"""Where the engine keeps compiled kernels and converted tokenizers (same root as the rest of workbench)."""
+"""Where the engine keeps compiled kernels and converted tokenizers: under workbench's cache folder."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from workbench.paths import cache_dir
 
 
 def engine_cache_dir(*parts: str) -> Path:
-    """`$WORKBENCH_CACHE`, else `$XDG_CACHE_HOME/workbench`, else `~/.cache/workbench`, plus ``parts``."""
-    explicit = os.environ.get("WORKBENCH_CACHE")
-    if explicit:
-        root = Path(explicit).expanduser()
-    else:
-        root = Path(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")).expanduser() / "workbench"
-    return root.joinpath("engine", *parts)
+    return cache_dir("engine", *parts)

@@ -24,7 +24,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-import torch
+import torch  # noqa: F401  (loads the libgomp the kernels share)
 
 from ._cache import engine_cache_dir
 

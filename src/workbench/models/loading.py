@@ -34,6 +34,7 @@ import psutil
 
 from workbench.errors import InsufficientMemory, ModelNotFound
 from workbench.models.catalog import ModelEntry
+from workbench.paths import cache_dir
 from workbench.sessions.store import atomic_write_text
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -46,14 +47,6 @@ BYTES_PER_PARAMETER = 4  # transformers de-quantizes GGUF to float32; folders lo
 OVERHEAD_FRACTION = 0.25  # KV cache, activations, allocator slack
 OVERHEAD_FIXED = 256 * 2**20  # the runtime, tokenizer and first-forward workspace
 CONVERSION_FACTOR = 2.0  # converting holds the GGUF tensors and their float32 copies at once
-
-
-def cache_dir() -> Path:
-    """`$WORKBENCH_CACHE`, else `$XDG_CACHE_HOME/workbench`, else `~/.cache/workbench`."""
-    if explicit := os.environ.get("WORKBENCH_CACHE"):
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "workbench"
 
 
 # ----- hashing ---------------------------------------------------------------------------------------
