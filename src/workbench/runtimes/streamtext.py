@@ -10,10 +10,23 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from workbench.runtimes.types import Chunk
+from workbench.runtimes.types import ChatMessage, Chunk
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
+THINK_INSTRUCTION = (
+    "First think about the question step by step inside <think> and </think> tags. "
+    "After </think>, give your final answer."
+)
+
+
+def with_think_instruction(messages: list[ChatMessage]) -> list[ChatMessage]:
+    """Our thinking convention for models without a thinking template of their own: the instruction
+    joins the system prompt (or becomes it); the runtime then opens the `<think>` block itself."""
+    if messages and messages[0].role == "system":
+        system = ChatMessage(role="system", content=f"{messages[0].text}\n\n{THINK_INSTRUCTION}")
+        return [system, *messages[1:]]
+    return [ChatMessage(role="system", content=THINK_INSTRUCTION), *messages]
 
 
 class IncrementalDecoder:

@@ -30,14 +30,16 @@ from workbench.errors import NotSupported
 from workbench.models.catalog import resolve_model
 from workbench.runtimes.base import Availability, ChatRequest, EmbedRequest, GenerateRequest
 from workbench.runtimes.inprocess import InProcessModelRuntimeActor, ProgressCallback
-from workbench.runtimes.streamtext import THINK_OPEN, IncrementalDecoder, StopMatcher, ThinkSplitter
+from workbench.runtimes.streamtext import (
+    THINK_OPEN,
+    IncrementalDecoder,
+    StopMatcher,
+    ThinkSplitter,
+    with_think_instruction,
+)
 from workbench.runtimes.types import Capabilities, ChatMessage, Chunk, Embeddings, GenerationOptions, Usage
 
 DEFAULT_MAX_TOKENS = 512
-THINK_INSTRUCTION = (
-    "First think about the question step by step inside <think> and </think> tags. "
-    "After </think>, give your final answer."
-)
 
 
 class TorchRuntimeActor(InProcessModelRuntimeActor):
@@ -138,12 +140,9 @@ class TorchRuntimeActor(InProcessModelRuntimeActor):
     # ----- prompts and decoding (worker thread) ---------------------------------------------------------
     def _chat_ids(self, messages: list[ChatMessage], thinking: bool) -> tuple[list[int], bool]:
         engine = self._require()
-        dicts = [{"role": item.role, "content": item.text} for item in messages]
         if thinking:
-            if dicts and dicts[0]["role"] == "system":
-                dicts[0] = {"role": "system", "content": f"{dicts[0]['content']}\n\n{THINK_INSTRUCTION}"}
-            else:
-                dicts.insert(0, {"role": "system", "content": THINK_INSTRUCTION})
+            messages = with_think_instruction(messages)
+        dicts = [{"role": item.role, "content": item.text} for item in messages]
         ids = engine.chat_input_ids(dicts)
         if thinking:
             ids = ids + engine.tokenizer.encode(THINK_OPEN + "\n")

@@ -12,7 +12,7 @@ greedy decoding, which is reproducible; otherwise temperature, top-k and top-p s
 
 Thinking (`think`): a model whose chat template knows `enable_thinking` (Qwen3 style) gets it
 switched on and its `<think>...</think>` block is routed to `Chunk.thinking`. A model without one
-(SmolLM2) follows our prompt convention: `THINK_INSTRUCTION` is added to the system prompt and the
+(SmolLM2) follows our prompt convention: `streamtext.THINK_INSTRUCTION` is added to the system prompt and the
 assistant turn is opened with `<think>`, so everything up to the model's `</think>` is thinking and
 the rest is the answer. A small model often ends its turn without closing the block; then we
 close it for the model (`</think>` appended to its own text) and let it write the answer with the
@@ -51,7 +51,14 @@ from workbench.models.catalog import ModelEntry, resolve_model
 from workbench.models.loading import LoadedModel, ProgressCallback, is_vision_folder, load_model
 from workbench.runtimes.base import Availability, ChatRequest, EmbedRequest, GenerateRequest
 from workbench.runtimes.inprocess import InProcessModelRuntimeActor
-from workbench.runtimes.streamtext import THINK_CLOSE, THINK_OPEN, IncrementalDecoder, StopMatcher, ThinkSplitter
+from workbench.runtimes.streamtext import (
+    THINK_CLOSE,
+    THINK_OPEN,
+    IncrementalDecoder,
+    StopMatcher,
+    ThinkSplitter,
+    with_think_instruction,
+)
 from workbench.runtimes.types import (
     Capabilities,
     ChatMessage,
@@ -65,10 +72,6 @@ from workbench.runtimes.types import (
 )
 
 DEFAULT_MAX_TOKENS = 512
-THINK_INSTRUCTION = (
-    "First think about the question step by step inside <think> and </think> tags. "
-    "After </think>, give your final answer."
-)
 _FALLBACK_TEMPLATE_ROLES = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
 
 
@@ -214,12 +217,9 @@ class TransformersRuntimeActor(InProcessModelRuntimeActor):
         """Model inputs for a conversation, and whether the prompt itself opened a thinking block."""
         template = getattr(loaded.tokenizer, "chat_template", None) or ""
         native_thinking = "enable_thinking" in template
-        turns = [(item.role, item.text, len(item.image_urls())) for item in messages]
         if thinking and not native_thinking:
-            if turns and turns[0][0] == "system":
-                turns[0] = ("system", f"{turns[0][1]}\n\n{THINK_INSTRUCTION}", turns[0][2])
-            else:
-                turns.insert(0, ("system", THINK_INSTRUCTION, 0))
+            messages = with_think_instruction(messages)
+        turns = [(item.role, item.text, len(item.image_urls())) for item in messages]
         dicts = [{"role": role, "content": text} for role, text, _ in turns]
         extra = {"enable_thinking": thinking} if native_thinking else {}
         images = [image for item in messages for image in item.images()]
