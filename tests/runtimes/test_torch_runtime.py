@@ -99,3 +99,15 @@ async def test_stats_report_the_engine(smollm2_torch: ModelRuntimeActor) -> None
     text = stats.model_dump_json()
     assert "q4" in text
     assert 134_000_000 < (stats.model_dump().get("parameters") or 0) < 135_000_000 or "134515008" in text
+
+
+async def test_think_streams_thinking_apart_from_the_answer(smollm2_torch: ModelRuntimeActor) -> None:
+    chunks = [chunk async for chunk in smollm2_torch.think(QUESTION, options={"max_tokens": 40})]
+    thinking = "".join(chunk.thinking for chunk in chunks)
+    answer = "".join(chunk.text for chunk in chunks)
+    assert thinking.strip() and answer.strip()  # SmolLM2 ends inside its thought: we close it, it answers
+    assert not any(chunk.thinking and chunk.text for chunk in chunks)
+    first_answer = next(index for index, chunk in enumerate(chunks) if chunk.text)
+    assert not any(chunk.thinking for chunk in chunks[first_answer:])  # thinking first, then the answer
+    assert "<think>" not in thinking + answer and "</think>" not in thinking + answer
+    assert chunks[-1].metrics.output_tokens <= 40

@@ -167,3 +167,10 @@ class ThinkSplitter:
             shown[-1] = Chunk(text=last.text, thinking=last.thinking, tokens=self._tokens)
             self._tokens = None
         return shown
+
+
+def route_text(text: str, tokens: int | None, splitter: ThinkSplitter | None) -> list[Chunk]:
+    """Chunks for a decoded delta: through the thinking splitter when thinking is on, else as answer."""
+    if splitter is not None:
+        return splitter.push(text, tokens)
+    return [Chunk(text=text, tokens=tokens)] if text else []

@@ -31,10 +31,12 @@ from workbench.models.catalog import resolve_model
 from workbench.runtimes.base import Availability, ChatRequest, EmbedRequest, GenerateRequest
 from workbench.runtimes.inprocess import InProcessModelRuntimeActor, ProgressCallback
 from workbench.runtimes.streamtext import (
+    THINK_CLOSE,
     THINK_OPEN,
     IncrementalDecoder,
     StopMatcher,
     ThinkSplitter,
+    route_text,
     with_think_instruction,
 )
 from workbench.runtimes.types import Capabilities, ChatMessage, Chunk, Embeddings, GenerationOptions, Usage
@@ -169,34 +171,41 @@ class TorchRuntimeActor(InProcessModelRuntimeActor):
             raise ValueError(f"the prompt is {len(ids)} tokens; the model's context is {engine.config.context_length}")
         limit = max(1, min(options.max_tokens or DEFAULT_MAX_TOKENS, room))
         greedy = options.temperature is None or options.temperature == 0.0
-        params = SamplingParams(
-            max_new_tokens=limit,
-            temperature=0.0 if greedy else float(options.temperature or 0.0),
-            top_p=options.top_p if options.top_p is not None else 1.0,
-            top_k=options.top_k or 0,
-            seed=options.seed,
-        )
         stopper = StopMatcher(options.stop)
         splitter = ThinkSplitter(thinking=thinking) if thinking is not None else None
-        decoder = IncrementalDecoder(lambda tokens: engine.tokenizer.decode(tokens))
-        produced = 0
-        for token_id in engine.generate(ids, params, cancel):
-            produced += 1
-            yield from self._chunks_of(stopper.push(decoder.push(token_id)), 1, splitter)
-            if stopper.stopped:
+        prompt_tokens = len(ids)
+        produced, closed = 0, False
+        while True:
+            params = SamplingParams(
+                max_new_tokens=limit - produced,
+                temperature=0.0 if greedy else float(options.temperature or 0.0),
+                top_p=options.top_p if options.top_p is not None else 1.0,
+                top_k=options.top_k or 0,
+                seed=options.seed,
+            )
+            decoder = IncrementalDecoder(lambda tokens: engine.tokenizer.decode(tokens))
+            generated: list[int] = []
+            for token_id in engine.generate(ids, params, cancel):
+                produced += 1
+                generated.append(token_id)
+                yield from route_text(stopper.push(decoder.push(token_id)), 1, splitter)
+                if stopper.stopped:
+                    break
+            yield from route_text(stopper.push(decoder.flush()) + stopper.flush(), None, splitter)
+            ended_in_thought = (splitter is not None and splitter.state == "thinking" and produced < limit
+                                and not stopper.stopped and not cancel.is_set())
+            if closed or not ended_in_thought:
                 break
-        yield from self._chunks_of(stopper.push(decoder.flush()) + stopper.flush(), None, splitter)
+            # Same convention as the transformers runtime: the model ended inside its thinking block,
+            # so close it for the model and let it answer with the budget left.
+            assert splitter is not None
+            yield from splitter.push(THINK_CLOSE)
+            ids = ids + generated + engine.tokenizer.encode(f"\n{THINK_CLOSE}\n\n")
+            closed = True
         if splitter is not None:
             yield from splitter.flush()
         finish = "cancelled" if cancel.is_set() else ("length" if produced >= limit and not stopper.stopped else "stop")
-        yield Chunk(done=True, finish_reason=finish, usage=Usage(input_tokens=len(ids), output_tokens=produced))
-
-    @staticmethod
-    def _chunks_of(text: str, tokens: int | None, splitter: ThinkSplitter | None) -> Iterator[Chunk]:
-        if splitter is not None:
-            yield from splitter.push(text, tokens)
-        elif text:
-            yield Chunk(text=text, tokens=tokens)
+        yield Chunk(done=True, finish_reason=finish, usage=Usage(input_tokens=prompt_tokens, output_tokens=produced))
 
     def _embed(self, texts: list[str]) -> Embeddings:
         engine = self._require()

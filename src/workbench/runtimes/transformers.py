@@ -57,6 +57,7 @@ from workbench.runtimes.streamtext import (
     IncrementalDecoder,
     StopMatcher,
     ThinkSplitter,
+    route_text,
     with_think_instruction,
 )
 from workbench.runtimes.types import (
@@ -294,10 +295,10 @@ class TransformersRuntimeActor(InProcessModelRuntimeActor):
                     finish = finish_reason
                     break
                 produced += 1
-                yield from self._chunks_of(stopper.push(decoder.push(token_id)), 1, splitter)
+                yield from route_text(stopper.push(decoder.push(token_id)), 1, splitter)
                 if stopper.stopped:
                     break
-            yield from self._chunks_of(stopper.push(decoder.flush()) + stopper.flush(), None, splitter)
+            yield from route_text(stopper.push(decoder.flush()) + stopper.flush(), None, splitter)
             ended_in_thought = (splitter is not None and splitter.state == "thinking" and finish == "stop"
                                 and not stopper.stopped and not cancel.is_set() and set(inputs) == {"input_ids"})
             if closed or not ended_in_thought or produced >= limit:
@@ -315,13 +316,6 @@ class TransformersRuntimeActor(InProcessModelRuntimeActor):
         if cancel.is_set():
             finish = "cancelled"
         yield Chunk(done=True, finish_reason=finish, usage=Usage(input_tokens=input_tokens, output_tokens=produced))
-
-    @staticmethod
-    def _chunks_of(text: str, tokens: int | None, splitter: ThinkSplitter | None) -> Iterator[Chunk]:
-        if splitter is not None:
-            yield from splitter.push(text, tokens)
-        elif text:
-            yield Chunk(text=text, tokens=tokens)
 
     def _tokens(
         self,
