@@ -80,3 +80,15 @@ def test_real_model_answers_paris_from_the_command_line() -> None:
     result = json.loads(done.stdout)
     assert "Paris" in result["answer"]
     assert result["metrics"]["input_tokens"] > 10 and 0 < result["metrics"]["output_tokens"] <= 12
+
+
+
+def test_an_option_between_the_spec_and_the_prompt_still_takes_the_prompt(
+    scripted_runtime: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "scripted:echo", "--op", "think", "two words"]) == 0
+    assert capsys.readouterr().out.splitlines()[:3] == ["thinking: considering", "", "two words"]
+    with pytest.raises(SystemExit) as exited:  # an unknown option is still refused
+        main(["run", "scripted:echo", "--bogus", "two words"])
+    assert exited.value.code == 2
+    assert "unrecognized arguments: --bogus two words" in capsys.readouterr().err

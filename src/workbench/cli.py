@@ -43,7 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # argparse gives a `nargs="*"` positional nothing when an option comes between it and the command's
+    # first positional (`run SPEC --op think "prompt"`); a command names the list that takes the rest.
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        target = getattr(args, "extra_positionals", None)
+        if target is None or any(item.startswith("-") for item in extras):
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        setattr(args, target, [*getattr(args, target), *extras])
     handler = getattr(args, "handler", None)
     try:
         if handler is None:

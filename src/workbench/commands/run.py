@@ -35,6 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("prompt", nargs="*", help="the prompt (embed takes several texts; summarize_image "
                                                   "takes an optional instruction)")
     parser.add_argument("--op", choices=OPERATIONS, default="chat", help="operation (default: chat)")
+    parser.set_defaults(extra_positionals="prompt")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     parser.add_argument("--image", type=Path, help="image file for summarize_image (or generate on vision models)")
     parser.add_argument("--system", help="system prompt")
@@ -143,7 +144,7 @@ async def _text(actor: ModelRuntimeActor, args: argparse.Namespace, options: Gen
             metrics = chunk.metrics
     printer.end()
     if metrics is not None:
-        print(describe_metrics(metrics))
+        print(metrics.describe(detailed=True))
     return 0
 
 
@@ -160,7 +161,7 @@ async def _embed(actor: ModelRuntimeActor, args: argparse.Namespace, options: Ge
         print(f"{text[:40]!r}: [{head}, ...] ({result.dimensions} dims)")
     print(f"{result.method}, {'normalised' if result.normalized else 'not normalised'}")
     if result.metrics is not None:
-        print(describe_metrics(result.metrics))
+        print(result.metrics.describe(detailed=True))
     return 0
 
 
@@ -201,17 +202,3 @@ def metrics_dict(metrics: RequestMetrics | None) -> dict[str, Any] | None:
         "tpot_s": metrics.tpot_s,
     }
 
-
-def describe_metrics(metrics: RequestMetrics) -> str:
-    parts = []
-    if metrics.ttft_s is not None:
-        parts.append(f"TTFT {metrics.ttft_s:.2f} s")
-    if metrics.output_tokens_per_s is not None:
-        parts.append(f"{metrics.output_tokens_per_s:.1f} tokens/s")
-    if metrics.decode_tokens_per_s is not None:
-        parts.append(f"decode {metrics.decode_tokens_per_s:.1f} tokens/s")
-    parts.append(f"E2E {metrics.e2e_s:.2f} s")
-    tokens_in = "?" if metrics.input_tokens is None else metrics.input_tokens
-    tokens_out = "?" if metrics.output_tokens is None else metrics.output_tokens
-    parts.append(f"tokens in {tokens_in} / out {tokens_out}")
-    return " · ".join(parts)
