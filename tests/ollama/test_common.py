@@ -131,3 +131,16 @@ def test_stream_items_become_thinking_then_answer_then_final() -> None:
 def test_model_names_default_to_latest() -> None:
     assert same_model("llama3.2:latest", "llama3.2")
     assert not same_model("llama3.2:1b", "llama3.2")
+
+
+def test_api_show_narrows_capabilities_only_where_it_says_no() -> None:
+    from workbench.runtimes.ollama_common import refine_capabilities
+    from workbench.runtimes.types import Capabilities
+
+    full = Capabilities(think=True, embed=True, summarize_image=True)
+    narrowed = refine_capabilities(full, "llama3.2", {"capabilities": ["completion"]})
+    assert not narrowed.summarize_image and not narrowed.embed and narrowed.think and narrowed.chat
+    assert narrowed.notes["summarize_image"] == "/api/show says llama3.2 has no vision capability"
+    assert "embedding" in narrowed.notes["embed"]
+    assert refine_capabilities(full, "llava", {"capabilities": ["completion", "vision", "embedding"]}) == full
+    assert refine_capabilities(full, "old", {}) == full  # an older server that does not say

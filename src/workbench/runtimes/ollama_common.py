@@ -23,7 +23,7 @@ from typing import Any
 import psutil
 
 from workbench.metrics.sampler import ProcessTarget
-from workbench.runtimes.types import ChatMessage, Chunk, GenerationOptions, Usage, decode_data_url
+from workbench.runtimes.types import Capabilities, ChatMessage, Chunk, GenerationOptions, Usage, decode_data_url
 
 DEFAULT_PORT = 11434
 DEFAULT_HOST = "127.0.0.1"
@@ -380,3 +380,17 @@ def capabilities_note(show: dict[str, Any] | None) -> tuple[bool | None, bool | 
         return None, None
     capabilities = set(show["capabilities"])
     return "vision" in capabilities, "embedding" in capabilities
+
+
+def refine_capabilities(capabilities: Capabilities, model: str, show: dict[str, Any] | None) -> Capabilities:
+    """`capabilities` narrowed by what `/api/show` says the model cannot do (vision, embedding)."""
+    vision, embedding = capabilities_note(show)
+    update: dict[str, Any] = {}
+    notes = dict(capabilities.notes)
+    if vision is False:
+        update["summarize_image"] = False
+        notes["summarize_image"] = f"/api/show says {model} has no vision capability"
+    if embedding is False:
+        update["embed"] = False
+        notes["embed"] = f"/api/show says {model} has no embedding capability"
+    return capabilities.model_copy(update={**update, "notes": notes}) if update else capabilities

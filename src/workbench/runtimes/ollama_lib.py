@@ -28,13 +28,13 @@ from workbench.runtimes.base import Availability, ChatRequest, EmbedRequest, Gen
 from workbench.runtimes.external import ExternalModelRuntimeActor
 from workbench.runtimes.ollama_common import (
     ServerProcess,
-    capabilities_note,
     chunks_from_item,
     ollama_images,
     ollama_messages,
     ollama_options,
     parse_ollama_host,
     pull_hint,
+    refine_capabilities,
     request_fields,
     resolve_ollama_url,
     stats_fields,
@@ -73,19 +73,10 @@ class OllamaLibRuntimeActor(ExternalModelRuntimeActor):
     async def on_start(self) -> None:
         await super().on_start()
         try:
-            vision, embedding = capabilities_note(_as_dict(await self.call(self.client.show(self.model))))
+            show = _as_dict(await self.call(self.client.show(self.model)))
         except Exception:  # noqa: BLE001 - best effort: the first request reports any real problem
             return
-        update: dict[str, Any] = {}
-        notes = dict(self.capabilities.notes)
-        if vision is False:
-            update["summarize_image"] = False
-            notes["summarize_image"] = f"/api/show says {self.model} has no vision capability"
-        if embedding is False:
-            update["embed"] = False
-            notes["embed"] = f"/api/show says {self.model} has no embedding capability"
-        if update:
-            self.capabilities = self.capabilities.model_copy(update={**update, "notes": notes})
+        self.capabilities = refine_capabilities(self.capabilities, self.model, show)
 
     def translate_error(self, error: Exception) -> Exception | None:
         import ollama

@@ -18,13 +18,13 @@ from workbench.metrics.sampler import ProcessTarget
 from workbench.runtimes.base import ChatRequest, EmbedRequest, GenerateRequest
 from workbench.runtimes.ollama_common import (
     ServerProcess,
-    capabilities_note,
     chunks_from_item,
     ollama_images,
     ollama_messages,
     ollama_options,
     parse_ollama_host,
     pull_hint,
+    refine_capabilities,
     request_fields,
     resolve_ollama_url,
     stats_fields,
@@ -56,19 +56,10 @@ class OllamaRESTRuntimeActor(RESTfulModelRuntimeActor):
         """Vision and embedding depend on the model: ask `/api/show`, best effort (a server that is down
         now may be up at the first request)."""
         try:
-            vision, embedding = capabilities_note(await self.request_json("POST", "/api/show", {"model": self.model}))
+            show = await self.show()
         except Exception:  # noqa: BLE001 - best effort: the first request reports any real problem
             return
-        notes = dict(self.capabilities.notes)
-        update: dict[str, Any] = {}
-        if vision is False:
-            update["summarize_image"] = False
-            notes["summarize_image"] = f"/api/show says {self.model} has no vision capability"
-        if embedding is False:
-            update["embed"] = False
-            notes["embed"] = f"/api/show says {self.model} has no embedding capability"
-        if update:
-            self.capabilities = self.capabilities.model_copy(update={**update, "notes": notes})
+        self.capabilities = refine_capabilities(self.capabilities, self.model, show)
 
     # ----- errors -----------------------------------------------------------------------------------------
     def error_for_status(self, status_code: int, body: Any, url: str) -> Exception:
