@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from workbench.actors.actor import Actor, Message, Reply
 from workbench.actors.limit import ConcurrencyLimit
 from workbench.errors import NotSupported
+from workbench.metrics import otel
 from workbench.metrics.request import MetricsRecorder, RequestMetrics
 from workbench.metrics.sampler import ProcessTarget
 from workbench.runtimes.types import (
@@ -131,6 +132,7 @@ class ModelRuntimeActor(Actor):
         self.threads = threads if threads is not None else (os.cpu_count() or 1)
         self.requests = 0
         self.last_metrics: RequestMetrics | None = None
+        otel.watch(self)
 
     # ----- what the runtime can do here -------------------------------------------------------------
     @classmethod

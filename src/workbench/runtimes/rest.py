@@ -3,7 +3,8 @@
 Streams are read line by line, as NDJSON (`application/x-ndjson`, Ollama) or server-sent events
 (`text/event-stream`, OpenAI-compatible servers). Transport failures become errors that say where:
 "Ollama not reachable at http://127.0.0.1:11434", a timeout with its length, a stream that ended
-early, a malformed line.
+early, a malformed line. With telemetry on, every request carries the W3C `traceparent` of the
+message it serves (`metrics.otel.trace_headers`), so the server's spans join workbench's trace.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from workbench.errors import (
     RuntimeUnreachable,
     WorkbenchError,
 )
+from workbench.metrics import otel
 from workbench.runtimes.base import Availability, ModelRuntimeActor
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=300.0, write=30.0, pool=30.0)
@@ -93,7 +95,7 @@ class RESTfulModelRuntimeActor(ModelRuntimeActor):
     async def request_json(self, method: str, path: str, payload: Any = None) -> Any:
         """One request, its JSON answer; error statuses and transport failures raise our errors."""
         async with self._translated(path):
-            response = await self.client.request(method, path, json=payload)
+            response = await self.client.request(method, path, json=payload, headers=otel.trace_headers())
             if response.status_code >= 400:
                 raise self.error_for_status(response.status_code, _body(response.content), str(response.url))
             try:
@@ -107,7 +109,7 @@ class RESTfulModelRuntimeActor(ModelRuntimeActor):
     async def stream_json(self, method: str, path: str, payload: Any = None) -> AsyncIterator[Any]:
         """The objects of a streamed answer, as they arrive (NDJSON lines or SSE `data:` events)."""
         async with self._translated(path):
-            async with self.client.stream(method, path, json=payload) as response:
+            async with self.client.stream(method, path, json=payload, headers=otel.trace_headers()) as response:
                 url = str(response.url)
                 if response.status_code >= 400:
                     raise self.error_for_status(response.status_code, _body(await response.aread()), url)

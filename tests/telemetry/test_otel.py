@@ -1,0 +1,173 @@
+"""OpenTelemetry: spans and metrics for real streamed requests over loopback HTTP (the Ollama REST
+runtime), a cancelled one and a failed one, with the SDK's in-memory exporter and reader; the W3C
+`traceparent` header reaching the server; and nothing imported while telemetry is off."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("opentelemetry.sdk", reason="the otel extra is not installed")
+
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
+from opentelemetry.trace import StatusCode  # noqa: E402
+
+from tests.telemetry.support import RecordingOllama  # noqa: E402
+from workbench.errors import MessageCancelled, RuntimeHTTPError  # noqa: E402
+from workbench.metrics import otel  # noqa: E402
+from workbench.runtimes.ollama_rest import OllamaRESTRuntimeActor  # noqa: E402
+
+
+@pytest.fixture
+def telemetry() -> Iterator[tuple[InMemorySpanExporter, InMemoryMetricReader]]:
+    spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
+    otel.enable(span_exporter=spans, metric_reader=reader)
+    try:
+        yield spans, reader
+    finally:
+        otel.disable()
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[RecordingOllama]:
+    recording = RecordingOllama()
+    await recording.start()
+    yield recording
+    await recording.close()
+
+
+def metric_points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
+    data = reader.get_metrics_data()
+    points: dict[str, list[Any]] = {}
+    for resource in data.resource_metrics if data else ():
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                points.setdefault(metric.name, []).extend(metric.data.data_points)
+    return points
+
+
+async def test_streamed_cancelled_and_failed_requests_give_spans_and_metrics(telemetry, server) -> None:
+    spans, reader = telemetry
+    actors = {name: OllamaRESTRuntimeActor(name, host=server.url) for name in ("good", "slow", "broken")}
+    try:
+        chunks = [chunk async for chunk in actors["good"].chat("hi")]
+        assert "".join(chunk.text for chunk in chunks) == "Hello"
+
+        slow = actors["slow"].chat("hi")
+        stream = slow.__aiter__()
+        first = await stream.__anext__()  # the first token arrived; then the server stalls
+        assert first.text == "Hel"
+        slow.cancel()
+        with pytest.raises(MessageCancelled):
+            async for _ in stream:
+                pass
+
+        with pytest.raises(RuntimeHTTPError, match="exit status 2"):
+            await actors["broken"].chat("hi")
+    finally:
+        await asyncio.gather(*(actor.stop() for actor in actors.values()))
+
+    by_model = {span.attributes["gen_ai.request.model"]: span for span in spans.get_finished_spans()}
+    good = by_model["good"]
+    assert good.name == "chat good"
+    assert good.attributes["workbench.outcome"] == "ok"
+    assert good.attributes["workbench.runtime"] == "ollama-rest"
+    assert good.attributes["workbench.actor.spec"].startswith("ollama-rest:good@")
+    assert good.attributes["gen_ai.usage.input_tokens"] == 10  # Ollama's prompt_eval_count
+    assert good.attributes["gen_ai.usage.output_tokens"] == 20  # eval_count
+    assert good.attributes["workbench.queued_s"] >= 0
+    assert 0 < good.attributes["workbench.ttft_s"] <= good.attributes["workbench.e2e_s"]
+    assert len(good.attributes["workbench.correlation_id"]) == 16
+    names = [event.name for event in good.events]
+    assert names == ["started", "first_token"]
+    first_token = good.events[1]
+    assert good.start_time < first_token.timestamp < good.end_time
+    assert good.status.status_code == StatusCode.OK
+
+    cancelled = by_model["slow"]
+    assert cancelled.attributes["workbench.outcome"] == "cancelled"
+    assert [event.name for event in cancelled.events] == ["started", "first_token"]
+    assert cancelled.status.status_code == StatusCode.UNSET
+
+    failed = by_model["broken"]
+    assert failed.attributes["workbench.outcome"] == "error"
+    assert failed.status.status_code == StatusCode.ERROR
+    assert "exit status 2" in failed.status.description
+    assert [event.name for event in failed.events] == ["started", "exception"]
+
+    points = metric_points(reader)
+    outcomes = {(p.attributes["workbench.actor"], p.attributes["workbench.outcome"]): p.value
+                for p in points["workbench.actor.requests"]}
+    assert outcomes == {("ollama-rest:good", "ok"): 1, ("ollama-rest:slow", "cancelled"): 1,
+                        ("ollama-rest:broken", "error"): 1}
+    errors = points["workbench.actor.errors"]
+    assert [(p.attributes["error.type"], p.value) for p in errors] == [("RuntimeHTTPError", 1)]
+    ttft = [p for p in points["workbench.actor.ttft"] if p.attributes["workbench.actor"] == "ollama-rest:good"]
+    assert ttft[0].count == 1 and ttft[0].sum == pytest.approx(good.attributes["workbench.ttft_s"])
+    assert points["workbench.actor.itl"][0].count == 1  # two token-bearing chunks: one gap
+    assert points["workbench.actor.e2e"][0].count == 1
+    tokens = {p.attributes["gen_ai.token.type"]: p.value for p in points["workbench.actor.tokens"]}
+    assert tokens == {"input": 10, "output": 20}
+    assert points["workbench.actor.output_tokens_per_s"][0].count == 1
+    assert {p.attributes["workbench.actor"] for p in points["workbench.actor.queue_depth"]} >= {
+        "ollama-rest:good", "ollama-rest:slow", "ollama-rest:broken"}
+    assert all(p.value == 0 for p in points["workbench.actor.queue_depth"])
+    assert points["workbench.concurrency.limit"][0].value >= 1
+    assert points["workbench.concurrency.running"][0].value == 0
+
+
+async def test_rest_requests_carry_the_message_span_as_traceparent(telemetry, server) -> None:
+    spans, _ = telemetry
+    actor = OllamaRESTRuntimeActor("good", host=server.url)
+    try:
+        await actor.chat("hi")
+    finally:
+        await actor.stop()
+    (span,) = spans.get_finished_spans()
+    (headers,) = server.headers_for("/api/chat")
+    context = span.get_span_context()
+    assert headers["traceparent"] == f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+    assert context.trace_flags.sampled
+
+
+async def test_no_traceparent_and_no_spans_when_off(server) -> None:
+    assert otel.active() is None
+    actor = OllamaRESTRuntimeActor("good", host=server.url)
+    try:
+        await actor.chat("hi")
+    finally:
+        await actor.stop()
+    (headers,) = server.headers_for("/api/chat")
+    assert "traceparent" not in headers
+
+
+def test_off_imports_no_opentelemetry() -> None:
+    code = ("import sys, workbench.cli, workbench.runtimes.rest, workbench.runtimes.base, workbench.metrics.otel\n"
+            "loaded = sorted(name for name in sys.modules if name.startswith('opentelemetry'))\n"
+            "assert not loaded, loaded\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(("env", "mode"), [
+    ({}, None),
+    ({"OTEL_TRACES_EXPORTER": "otlp"}, "otlp"),
+    ({"OTEL_METRICS_EXPORTER": "none,console"}, "console"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, "otlp"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_SDK_DISABLED": "true"}, None),
+    ({"OTEL_TRACES_EXPORTER": "none"}, None),
+])
+def test_mode_from_the_standard_environment_variables(env: dict[str, str], mode: str | None) -> None:
+    assert otel.mode_from_environment(env) == mode
+
+
+def test_an_unknown_mode_is_refused_by_name() -> None:
+    from workbench.errors import WorkbenchError
+
+    with pytest.raises(WorkbenchError, match="--otel 'jaeger': choose one of console, otlp"):
+        otel.enable_from("jaeger", {})
