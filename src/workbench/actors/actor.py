@@ -152,16 +152,22 @@ class Reply(Generic[T]):
         if self._chunks is not None:
             self._chunks.put_nowait(chunk)
 
-    def _resolve(self, value: Any) -> None:
-        if not self._outcome.done():
-            self._outcome.set_result(value)
-            self._push(_END)
+    def _resolve(self, value: Any) -> bool:
+        """Settle with a result; False when the reply had already settled (it settles once)."""
+        if self._outcome.done():
+            return False
+        self._outcome.set_result(value)
+        self._push(_END)
+        return True
 
-    def _fail(self, error: BaseException) -> None:
-        if not self._outcome.done():
-            self._outcome.set_exception(error)
-            self._outcome.exception()  # mark retrieved: a caller that dropped its reply is not an error
-            self._push(_END)
+    def _fail(self, error: BaseException) -> bool:
+        """Settle with an error; False when the reply had already settled (it settles once)."""
+        if self._outcome.done():
+            return False
+        self._outcome.set_exception(error)
+        self._outcome.exception()  # mark retrieved: a caller that dropped its reply is not an error
+        self._push(_END)
+        return True
 
 
 _STOP = object()
@@ -190,6 +196,9 @@ class Actor(EventEmitter):
         self._current: Reply[Any] | None = None
         self._current_task: asyncio.Task[None] | None = None
         self._accepting = True
+        # stop() and restart() hold this, so they never overlap (a restart pressed while a stop or an
+        # automatic restart is under way waits for it) and one mailbox never has two workers.
+        self._lifecycle = asyncio.Lock()
 
     # ----- lifecycle hooks ---------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -211,6 +220,9 @@ class Actor(EventEmitter):
     def queued(self) -> int:
         """Messages waiting in the mailbox (not counting the one running)."""
         return sum(1 for item in self._mailbox if isinstance(item, Reply) and not item.done())
+
+    def _has_waiting(self) -> bool:
+        return any(isinstance(item, Reply) and not item.done() for item in self._mailbox)
 
     @property
     def current(self) -> Reply[Any] | None:
@@ -236,6 +248,7 @@ class Actor(EventEmitter):
         self._mailbox.append(reply)
         self._has_mail.set()
         self._ensure_worker()
+        self._emit(events.QUEUED, message)
         self._emit_state()
         return reply
 
@@ -257,12 +270,26 @@ class Actor(EventEmitter):
 
     async def stop(self, *, drain: bool = True) -> None:
         """End the actor cleanly: with `drain`, after every queued message has run; without, queued
-        messages are cancelled and the running one is cancelled too."""
+        messages are cancelled and the running one is cancelled too. Stopping a stopped actor does
+        nothing. Calls overlapping a restart wait for it (the cancelling is done at once)."""
         self._accepting = False
         if not drain:
-            self._drop_queue()
-            if self._current is not None:
-                self._current.cancel()
+            self._cancel_all()
+        async with self._lifecycle:
+            await self._stop_now(drain=drain)
+
+    def _cancel_all(self) -> None:
+        self._drop_queue()
+        if self._current is not None:
+            self._current.cancel()
+
+    async def _stop_now(self, *, drain: bool) -> None:
+        """stop()'s work; the caller holds `_lifecycle`."""
+        self._accepting = False
+        if not drain:
+            self._cancel_all()
+        if self.state == ActorState.STOPPED and self._worker is None:
+            return
         worker = self._worker
         if worker is not None and not worker.done():
             self._set_state(ActorState.STOPPING)
@@ -276,9 +303,15 @@ class Actor(EventEmitter):
             self._set_state(ActorState.STOPPED)
 
     async def restart(self) -> None:
-        """Stop (dropping queued work), then start afresh; used by a supervisor after a failure."""
+        """Stop (dropping queued work), then start afresh; used by a supervisor after a failure.
+        Restarts and stops are serialised: one that overlaps another waits for it to finish."""
         if self.state != ActorState.STOPPED:
-            await self.stop(drain=False)
+            self._cancel_all()
+        async with self._lifecycle:
+            await self._stop_now(drain=False)
+            self._start_again()
+
+    def _start_again(self) -> None:
         self.restarts += 1
         self._mailbox.clear()
         self._has_mail.clear()
@@ -297,12 +330,22 @@ class Actor(EventEmitter):
             self._worker = asyncio.get_running_loop().create_task(self._run(), name=f"actor:{self.name}")
 
     async def _run(self) -> None:
+        try:
+            await self._work()
+        except asyncio.CancelledError:
+            # The worker itself was cancelled (the loop is closing): nobody may be left waiting.
+            self._cancel_all()
+            raise
+
+    async def _work(self) -> None:
         self._set_state(ActorState.STARTING)
         started = await self._start_safely()
         if started:
             self._set_state(ActorState.IDLE)
         while True:
             while not self._mailbox:
+                if self.state == ActorState.BUSY:  # nothing is really waiting any more
+                    self._set_state(ActorState.IDLE)
                 self._has_mail.clear()
                 await self._has_mail.wait()
             item = self._mailbox.popleft()
@@ -312,12 +355,26 @@ class Actor(EventEmitter):
             if item.done():  # cancelled while queued
                 continue
             if self.state == ActorState.FAILED:
-                item._fail(ActorFailed(f"actor {self.name} has failed ({self.last_error}); restart it"))
+                failure = ActorFailed(f"actor {self.name} has failed ({self.last_error}); restart it")
+                if item._fail(failure):
+                    self._emit(events.ERROR, item.message, failure)
                 continue
+            # The task exists before anything (a state listener, say) can cancel the message, so a
+            # cancel always goes through it.
+            task = asyncio.get_running_loop().create_task(self._execute(item))
             self._current = item
+            self._current_task = task
             self._set_state(ActorState.BUSY)
-            self._current_task = asyncio.get_running_loop().create_task(self._execute(item))
-            await asyncio.shield(self._current_task)
+            await asyncio.wait({task})
+            if not item.done():
+                # Cancelled before it began to run (or ended by something `_execute` does not catch):
+                # `_execute` never settled it, so do it here, once.
+                self._after_message()
+                error = None if task.cancelled() else task.exception()
+                if isinstance(error, Exception):
+                    self._record_error(item, error)
+                else:
+                    self._cancelled(item)
 
     async def _start_safely(self) -> bool:
         try:
@@ -342,7 +399,7 @@ class Actor(EventEmitter):
                 await self.limit.acquire()
                 acquired = True
             message.started_at = time.perf_counter()
-            self._emit(events.STARTED, message)
+            self._emit(events.STARTED, message, message.started_at - message.sent_at)
             outcome = self.receive(message)
             if inspect.isasyncgen(outcome):
                 async for chunk in outcome:
@@ -368,25 +425,31 @@ class Actor(EventEmitter):
                 await outcome.aclose()
             if acquired:
                 self.limit.release()
-        self._current = None
-        self._current_task = None
-        if self.state == ActorState.BUSY and not self._mailbox:
-            self._set_state(ActorState.IDLE)
+        self._after_message()
         settle()
 
+    def _after_message(self) -> None:
+        """The running message has ended: the actor is idle unless another message really waits."""
+        self._current = None
+        self._current_task = None
+        if self.state == ActorState.BUSY and not self._has_waiting():
+            self._set_state(ActorState.IDLE)
+
+    # Each settles the reply and emits its final event only if the reply had not settled yet, so
+    # every message ends exactly once (`done`, `error` or `cancelled`) whatever races with it.
     def _succeed(self, reply: Reply[Any], result: Any) -> None:
-        reply._resolve(result)
-        self._emit(events.DONE, reply.message, result)
+        if reply._resolve(result):
+            self._emit(events.DONE, reply.message, result)
 
     def _cancelled(self, reply: Reply[Any]) -> None:
-        reply._fail(MessageCancelled(f"{reply.message.operation} {reply.correlation_id} was cancelled"))
-        self._emit(events.CANCELLED, reply.message)
+        if reply._fail(MessageCancelled(f"{reply.message.operation} {reply.correlation_id} was cancelled")):
+            self._emit(events.CANCELLED, reply.message)
 
     def _record_error(self, reply: Reply[Any], error: Exception, *, announce_state: bool = False) -> None:
-        self.errors += 1
-        self.last_error = error
-        reply._fail(error)
-        self._emit(events.ERROR, reply.message, error)
+        if reply._fail(error):
+            self.errors += 1
+            self.last_error = error
+            self._emit(events.ERROR, reply.message, error)
         if announce_state:
             self._emit_state()
 
@@ -394,15 +457,25 @@ class Actor(EventEmitter):
         if reply is self._current and self._current_task is not None:
             self._current_task.cancel()
             return
+        # Queued: it leaves the mailbox now, so `queued` and the state follow what really waits.
+        try:
+            self._mailbox.remove(reply)
+        except ValueError:
+            pass
         self._cancelled(reply)
-        self._emit_state()
+        if self.state == ActorState.BUSY and self._current is None and not self._has_waiting():
+            self._set_state(ActorState.IDLE)
+        else:
+            self._emit_state()
 
     def _drop_queue(self) -> None:
         for item in list(self._mailbox):
             if isinstance(item, Reply) and not item.done():
                 item.message.cancel_event.set()
                 self._cancel(item)
+        stop_marks = [item for item in self._mailbox if item is _STOP]
         self._mailbox.clear()
+        self._mailbox.extend(stop_marks)  # a stop under way still needs its mark
 
     def _emit(self, kind: str, message: Message, data: Any = None) -> None:
         self.emit(ActorEvent(kind, self.name, message.correlation_id, message.operation, data))

@@ -2,6 +2,14 @@
 
 Every event a message causes carries that message's correlation id, so a listener (the UI, a session
 journal, a benchmark) can tie a stream of chunks back to the request that caused it.
+
+A message's life as events: `queued` (sent; in the mailbox) → `started` (left the mailbox and holds its
+concurrency slot; `data` is the seconds it waited) → `chunk`… (streams only) → exactly one of `done`,
+`error` or `cancelled`. A message cancelled while queued goes `queued` → `cancelled`.
+
+Global listeners (`add_global_listener`) see every event of every actor in the process, for process-wide
+observability (tracing, a metrics exporter). They are called synchronously, in the emitting actor's
+call, so they must be cheap and must not block; with none registered they cost one truthiness check.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from typing import Any, Final
 log = logging.getLogger(__name__)
 
 # Per-message events.
+QUEUED: Final = "queued"
 STARTED: Final = "started"
 CHUNK: Final = "chunk"
 DONE: Final = "done"
@@ -41,6 +50,30 @@ class ActorEvent:
 
 
 EventHandler = Callable[[ActorEvent], Awaitable[None] | None]
+GlobalListener = Callable[[ActorEvent], None]
+
+_global_listeners: list[GlobalListener] = []
+
+
+def add_global_listener(listener: GlobalListener) -> Callable[[], None]:
+    """Call `listener(event)` for every event of every actor in this process (a plain function: it
+    runs inside the emitting actor's call). Returns a function that removes it."""
+    _global_listeners.append(listener)
+    return lambda: remove_global_listener(listener)
+
+
+def remove_global_listener(listener: GlobalListener) -> None:
+    """Stop calling `listener`; removing one that is not registered does nothing."""
+    if listener in _global_listeners:
+        _global_listeners.remove(listener)
+
+
+def _notify_global(event: ActorEvent) -> None:
+    for listener in list(_global_listeners):
+        try:
+            listener(event)
+        except Exception:
+            log.exception("global event listener %r failed on %s", listener, event.kind)
 
 
 class EventEmitter:
@@ -62,6 +95,8 @@ class EventEmitter:
             handlers.remove(handler)
 
     def emit(self, event: ActorEvent) -> None:
+        if _global_listeners:
+            _notify_global(event)
         for handler in [*self._handlers.get(event.kind, ()), *self._handlers.get(ANY, ())]:
             try:
                 outcome = handler(event)

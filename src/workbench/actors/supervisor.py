@@ -32,7 +32,8 @@ class Supervisor:
         self.actors: dict[str, Actor] = {}
         self._history: dict[str, deque[float]] = {}
         self._unsubscribe: dict[str, object] = {}
-        self._restarting: dict[str, asyncio.Task[None]] = {}
+        self._restarting: dict[str, asyncio.Task[None]] = {}  # waiting out their backoff
+        self._tasks: set[asyncio.Task[None]] = set()  # every restart task, held until it ends
         self.gave_up: set[str] = set()
 
     def watch(self, actor: Actor) -> Actor:
@@ -42,15 +43,24 @@ class Supervisor:
         return actor
 
     def unwatch(self, actor: Actor) -> None:
+        self._cancel_pending(actor.name)
         unsubscribe = self._unsubscribe.pop(actor.name, None)
         if callable(unsubscribe):
             unsubscribe()
         self.actors.pop(actor.name, None)
 
     async def restart(self, actor: Actor) -> None:
-        """Restart now (a person asked for it): clears any earlier give-up."""
+        """Restart now (a person asked for it): clears any earlier give-up and cancels an automatic
+        restart still waiting out its backoff, so the actor restarts once, not twice. One already
+        restarting is waited for (the actor serialises restarts)."""
         self.gave_up.discard(actor.name)
+        self._cancel_pending(actor.name)
         await actor.restart()
+
+    def _cancel_pending(self, name: str) -> None:
+        task = self._restarting.pop(name, None)
+        if task is not None:
+            task.cancel()
 
     async def stop_all(self, *, drain: bool = False) -> None:
         for task in list(self._restarting.values()):
@@ -76,10 +86,18 @@ class Supervisor:
         delay = self.policy.backoff_s * (2 ** (len(history) - 1))
         task = asyncio.get_running_loop().create_task(self._restart_later(actor, delay))
         self._restarting[event.actor] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _restart_later(self, actor: Actor, delay: float) -> None:
+        """Wait out the backoff, then restart, unless someone restarted or stopped the actor meanwhile.
+        Only the backoff is cancellable (`_restarting` holds the task until then): a restart under
+        way is never cut in half."""
         try:
             await asyncio.sleep(delay)
-            await actor.restart()
         finally:
-            self._restarting.pop(actor.name, None)
+            if self._restarting.get(actor.name) is asyncio.current_task():
+                del self._restarting[actor.name]
+        if actor.state != ActorState.FAILED:
+            return
+        await actor.restart()
