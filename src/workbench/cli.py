@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from workbench import __version__
 from workbench.errors import WorkbenchError
+from workbench.metrics import otel
 
 # Subcommand modules, in the order `--help` lists them. A module that is absent is skipped.
 COMMAND_MODULES = ("run", "runtimes", "serve", "bench", "replay")
@@ -29,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--sessions", metavar="DIR", help="folder for session files (default: ./sessions)")
     parser.add_argument("--theme", help="theme to start with")
+    parser.add_argument(
+        "--otel", choices=("console", "otlp"),
+        help="send OpenTelemetry traces and metrics to the console or an OTLP endpoint (OTEL_* variables "
+             "configure it; they alone also switch it on)",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for name in COMMAND_MODULES:
         try:
@@ -53,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         setattr(args, target, [*getattr(args, target), *extras])
     handler = getattr(args, "handler", None)
     try:
+        otel.enable_from(args.otel)
         if handler is None:
             from workbench.commands.app import run_app
 
@@ -68,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # /dev/null so the interpreter's final flush does not complain again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        otel.disable()  # flush what the exporters still hold
 
 
 if __name__ == "__main__":
