@@ -248,7 +248,7 @@ class Actor(EventEmitter):
         self._mailbox.append(reply)
         self._has_mail.set()
         self._ensure_worker()
-        self._emit(events.QUEUED, message)
+        self._emit(events.QUEUED, message, message.payload)  # the input, for stream inspection
         self._emit_state()
         return reply
 

@@ -3,8 +3,8 @@
 Every event a message causes carries that message's correlation id, so a listener (the UI, a session
 journal, a benchmark) can tie a stream of chunks back to the request that caused it.
 
-A message's life as events: `queued` (sent; in the mailbox) → `started` (left the mailbox and holds its
-concurrency slot; `data` is the seconds it waited) → `chunk`… (streams only) → exactly one of `done`,
+A message's life as events: `queued` (sent; in the mailbox; `data` is the message's payload) →
+`started` (left the mailbox and holds its concurrency slot; `data` is the seconds it waited) → `chunk`… (streams only) → exactly one of `done`,
 `error` or `cancelled`. A message cancelled while queued goes `queued` → `cancelled`.
 
 Global listeners (`add_global_listener`) see every event of every actor in the process, for process-wide
