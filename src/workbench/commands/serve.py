@@ -43,7 +43,7 @@ def parse_parameters(items: list[str]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from workbench.server.ollama_api import serve
+    from workbench.server.app import serve
 
     specs = args.serve_actors or args.actor
     if not specs:

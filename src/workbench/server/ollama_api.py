@@ -25,11 +25,13 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from workbench import __version__
 from workbench.errors import ModelNotFound, NotSupported, WorkbenchError
@@ -37,16 +39,74 @@ from workbench.metrics.request import RequestMetrics
 from workbench.runtimes.base import ModelRuntimeActor, image_to_data_url
 from workbench.runtimes.ollama_common import options_from_ollama
 from workbench.runtimes.types import ChatMessage, Chunk, Embeddings, GenerationOptions, ImagePart, ImageURL, TextPart
-from workbench.server.http import HTTPServer, Request, Responder
+from workbench.server.bodies import BadRequest, check_prompt_size, json_object, validated
+from workbench.server.http import Request, Responder
+from workbench.server.routes import Route
 
 NDJSON = "application/x-ndjson"
 FOREVER = "2318-11-11T00:00:00Z"  # expires_at of a model that never unloads (keep_alive < 0 in Ollama)
 
 
-class BadRequest(Exception):
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+# ----- request bodies (Ollama's api/types.go; unknown fields are ignored, as Go's decoder does) ------------
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+Think = bool | Literal["low", "medium", "high"]
+
+
+class OllamaMessage(_Body):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | None = None
+    images: list[str] | None = None
+    thinking: str | None = None
+
+
+class _ModelBody(_Body):
+    model: str = Field(min_length=1)
+    options: dict[str, Any] | None = None
+    keep_alive: str | int | float | None = None
+
+
+class _TextBody(_ModelBody):
+    stream: bool | None = None
+    think: Think | None = None
+    format: str | dict[str, Any] | None = None
+
+
+class ChatBody(_TextBody):
+    messages: list[OllamaMessage] | None = None
+
+
+class GenerateBody(_TextBody):
+    prompt: str | None = None
+    system: str | None = None
+    images: list[str] | None = None
+    raw: bool | None = None
+
+
+class EmbedBody(_ModelBody):
+    input: str | list[str] | None = None
+    truncate: bool | None = None
+
+
+class EmbeddingsBody(_ModelBody):
+    prompt: str | None = None
+
+
+class NamedBody(_Body):
+    """`/api/show` and `/api/pull` also take the older `name`."""
+
+    model: str | None = None
+    name: str | None = None
+    stream: bool | None = None
+
+
+def _parsed(request: Request, model: type[Any]) -> Any:
+    body = json_object(request)
+    if issubclass(model, _ModelBody) and not body.get("model"):
+        raise BadRequest("model is required")
+    return validated(model, body)
 
 
 def rfc3339_nano(ns: int | None = None) -> str:
@@ -106,31 +166,29 @@ class OllamaAPI:
             self.models[tagged(served.name)] = served
 
     # ----- routing ----------------------------------------------------------------------------------------
-    async def __call__(self, request: Request, responder: Responder) -> None:
-        routes = {
-            ("GET", "/"): self.root, ("HEAD", "/"): self.root,
-            ("GET", "/api/version"): self.version, ("GET", "/api/tags"): self.tags,
-            ("GET", "/api/ps"): self.ps, ("POST", "/api/show"): self.show,
-            ("POST", "/api/chat"): self.chat, ("POST", "/api/generate"): self.generate,
-            ("POST", "/api/embed"): self.embed, ("POST", "/api/embeddings"): self.embeddings,
-            ("POST", "/api/pull"): self.pull,
-        }
-        route = routes.get((request.method, request.path))
-        if route is None:
-            if any(path == request.path for _, path in routes):
-                await responder.send(405, b"405 method not allowed", "text/plain")
-            else:
-                await responder.send(404, b"404 page not found", "text/plain")
-            return
-        try:
-            await route(request, responder)
-        except BadRequest as error:
-            if not responder.started:
-                await responder.send_json(error.status, {"error": str(error)})
+    def routes(self) -> list[Route]:
+        table: list[tuple[str, str, Callable[[Request, Responder], Awaitable[None]]]] = [
+            ("GET", "/", self.root), ("HEAD", "/", self.root),
+            ("GET", "/api/version", self.version), ("GET", "/api/tags", self.tags),
+            ("GET", "/api/ps", self.ps), ("POST", "/api/show", self.show),
+            ("POST", "/api/chat", self.chat), ("POST", "/api/generate", self.generate),
+            ("POST", "/api/embed", self.embed), ("POST", "/api/embeddings", self.embeddings),
+            ("POST", "/api/pull", self.pull),
+        ]
+        return [Route(method, path, self._answering_errors(handler)) for method, path, handler in table]
 
-    def lookup(self, body: dict[str, Any]) -> Served:
-        name = body.get("model") or body.get("name")
-        if not isinstance(name, str) or not name:
+    @staticmethod
+    def _answering_errors(handler: Callable[[Request, Responder], Awaitable[None]]) -> Any:
+        async def run(request: Request, responder: Responder) -> None:
+            try:
+                await handler(request, responder)
+            except BadRequest as error:
+                if not responder.started:
+                    await responder.send_json(error.status, {"error": str(error)})
+        return run
+
+    def lookup(self, name: str | None) -> Served:
+        if not name:
             raise BadRequest("model is required")
         served = self.models.get(tagged(name))
         if served is None:
@@ -178,7 +236,8 @@ class OllamaAPI:
         await responder.send_json(200, {"models": models})
 
     async def show(self, request: Request, responder: Responder) -> None:
-        served = self.lookup(_json_body(request))
+        body = _parsed(request, NamedBody)
+        served = self.lookup(body.model or body.name)
         stats = await served.actor.stats()
         model_info: dict[str, Any] = {"general.architecture": str(stats.details.get("family") or served.actor.runtime)}
         if stats.parameters:
@@ -192,14 +251,14 @@ class OllamaAPI:
 
     async def pull(self, request: Request, responder: Responder) -> None:
         """workbench cannot pull; a model it serves is already "pulled", any other is not found."""
-        body = _json_body(request)
-        name = body.get("model") or body.get("name")
-        known = isinstance(name, str) and tagged(name) in self.models
+        body = _parsed(request, NamedBody)
+        name = body.model or body.name
+        known = bool(name) and tagged(name) in self.models
         status = {"status": "success"} if known else {
             "error": f"pull model manifest: file does not exist (workbench serve cannot pull models; it serves "
                      f"{', '.join(self.models) or 'none'})"
         }
-        if body.get("stream", True):
+        if body.stream is not False:
             await responder.start(200, NDJSON)
             await responder.write(_line(status))
             await responder.end()
@@ -208,21 +267,19 @@ class OllamaAPI:
 
     # ----- generation -------------------------------------------------------------------------------------------
     async def chat(self, request: Request, responder: Responder) -> None:
-        body = _json_body(request)
-        served = self.lookup(body)
-        raw_messages = body.get("messages") or []
-        if not isinstance(raw_messages, list):
-            raise BadRequest("messages must be a list")
+        body = _parsed(request, ChatBody)
+        served = self.lookup(body.model)
         options = self._options(body)
         self._check_think(served, options)
-        name = str(body["model"])
-        if not raw_messages:  # Ollama loads the model and answers at once
+        name = body.model
+        if not body.messages:  # Ollama loads the model and answers at once
             await self._single(responder, body, {
                 "model": name, "created_at": rfc3339_nano(),
                 "message": {"role": "assistant", "content": ""}, "done_reason": "load", "done": True,
             })
             return
-        messages = [_message(item) for item in raw_messages]
+        check_prompt_size(*(message.content for message in body.messages))
+        messages = [_message(item) for item in body.messages]
         if not served.actor.capabilities.chat:
             raise BadRequest(f'"{name}" does not support chat')
 
@@ -235,26 +292,24 @@ class OllamaAPI:
         await self._generation(responder, body, lambda: served.actor.chat(messages, options=options), frame)
 
     async def generate(self, request: Request, responder: Responder) -> None:
-        body = _json_body(request)
-        served = self.lookup(body)
-        prompt = body.get("prompt") or ""
-        if not isinstance(prompt, str):
-            raise BadRequest("prompt must be a string")
+        body = _parsed(request, GenerateBody)
+        served = self.lookup(body.model)
+        prompt = body.prompt or ""
         options = self._options(body)
         self._check_think(served, options)
-        name = str(body["model"])
-        if not prompt and not body.get("images"):
+        name = body.model
+        if not prompt and not body.images:
             await self._single(responder, body, {
                 "model": name, "created_at": rfc3339_nano(), "response": "", "done": True, "done_reason": "load",
             })
             return
-        images = [_image_bytes(item) for item in body.get("images") or []]
-        system = body.get("system") if isinstance(body.get("system"), str) else None
+        check_prompt_size(prompt, body.system)
+        images = [_image_bytes(item) for item in body.images or []]
         actor = served.actor
-        if body.get("raw"):
+        if body.raw:
             start = lambda: actor.complete(prompt, options=options)  # noqa: E731
         else:
-            start = lambda: actor.generate(prompt, system=system, images=images, options=options)  # noqa: E731
+            start = lambda: actor.generate(prompt, system=body.system, images=images, options=options)  # noqa: E731
 
         def frame(text: str, thinking: str) -> dict[str, Any]:
             item: dict[str, Any] = {"model": name, "created_at": rfc3339_nano(), "response": text}
@@ -265,30 +320,30 @@ class OllamaAPI:
 
         await self._generation(responder, body, start, frame)
 
-    def _options(self, body: dict[str, Any]) -> GenerationOptions:
+    def _options(self, body: _ModelBody) -> GenerationOptions:
         return _options(body, self.parameters)
 
     def _check_think(self, served: Served, options: GenerationOptions) -> None:
         if options.think not in (None, False) and not served.actor.capabilities.think:
             raise BadRequest(f'"{served.name}" does not support thinking')
 
-    async def _single(self, responder: Responder, body: dict[str, Any], item: dict[str, Any]) -> None:
-        if body.get("stream", True):
+    async def _single(self, responder: Responder, body: _TextBody, item: dict[str, Any]) -> None:
+        if body.stream is not False:
             await responder.start(200, NDJSON)
             await responder.write(_line(item))
             await responder.end()
         else:
             await responder.send_json(200, item)
 
-    async def _generation(self, responder: Responder, body: dict[str, Any], start: Any, frame: Any) -> None:
+    async def _generation(self, responder: Responder, body: _TextBody, start: Any, frame: Any) -> None:
         """Run one text operation and answer it streamed or whole; a disconnect cancels it."""
         try:
             reply = start()
         except (NotSupported, ValueError, FileNotFoundError) as error:
             raise BadRequest(str(error)) from None
-        cancel_on_disconnect = asyncio.create_task(_cancel_when(responder, reply))
+        cancel_on_disconnect = asyncio.create_task(cancel_when_gone(responder, reply))
         try:
-            if body.get("stream", True):
+            if body.stream is not False:
                 await self._stream(responder, reply, frame)
             else:
                 await self._whole(responder, reply, frame)
@@ -304,7 +359,7 @@ class OllamaAPI:
         except StopAsyncIteration:
             first = None
         except Exception as error:  # nothing sent yet: answer with a status, as Ollama does
-            await responder.send_json(_status_for(error), {"error": str(error)})
+            await responder.send_json(status_for(error), {"error": str(error)})
             return
         await responder.start(200, NDJSON)
         try:
@@ -329,7 +384,7 @@ class OllamaAPI:
         try:
             completion = await reply
         except Exception as error:
-            await responder.send_json(_status_for(error), {"error": str(error)})
+            await responder.send_json(status_for(error), {"error": str(error)})
             return
         item = frame(completion.text, completion.thinking)
         item.update(_final_fields(completion.metrics, completion.finish_reason))
@@ -337,18 +392,18 @@ class OllamaAPI:
 
     # ----- embeddings -------------------------------------------------------------------------------------------
     async def embed(self, request: Request, responder: Responder) -> None:
-        body = _json_body(request)
-        served = self.lookup(body)
-        given = body.get("input")
-        inputs = [given] if isinstance(given, str) else given if isinstance(given, list) else None
-        if inputs is None or not all(isinstance(text, str) for text in inputs):
+        body = _parsed(request, EmbedBody)
+        served = self.lookup(body.model)
+        inputs = [body.input] if isinstance(body.input, str) else body.input
+        if inputs is None:
             raise BadRequest("input must be a string or a list of strings")
-        name = str(body["model"])
+        check_prompt_size(*inputs)
+        name = body.model
         if not inputs:
             await responder.send_json(200, {"model": name, "embeddings": []})
             return
         result = await self._embed(served, inputs, body)
-        vectors = result.vectors if result.normalized else [_normalized(v) for v in result.vectors]
+        vectors = result.vectors if result.normalized else [unit_vector(v) for v in result.vectors]
         answer: dict[str, Any] = {"model": name, "embeddings": vectors}
         if result.metrics is not None:
             answer["total_duration"] = int(result.metrics.e2e_s * 1e9)
@@ -358,18 +413,17 @@ class OllamaAPI:
 
     async def embeddings(self, request: Request, responder: Responder) -> None:
         """The legacy endpoint: one `prompt`, one `embedding`, as the model gives it (not normalised)."""
-        body = _json_body(request)
-        served = self.lookup(body)
-        prompt = body.get("prompt") or ""
-        if not isinstance(prompt, str):
-            raise BadRequest("prompt must be a string")
+        body = _parsed(request, EmbeddingsBody)
+        served = self.lookup(body.model)
+        prompt = body.prompt or ""
         if not prompt:
             await responder.send_json(200, {"embedding": []})
             return
+        check_prompt_size(prompt)
         result = await self._embed(served, [prompt], body)
         await responder.send_json(200, {"embedding": result.vectors[0]})
 
-    async def _embed(self, served: Served, inputs: list[str], body: dict[str, Any]) -> Embeddings:
+    async def _embed(self, served: Served, inputs: list[str], body: _ModelBody) -> Embeddings:
         if not served.actor.capabilities.embed:
             raise BadRequest(f'"{served.name}" does not support embeddings')
         try:
@@ -383,24 +437,12 @@ class OllamaAPI:
 
 
 # ----- helpers ---------------------------------------------------------------------------------------------------
-def _json_body(request: Request) -> dict[str, Any]:
-    if not request.body.strip():
-        raise BadRequest("missing request body")
+def _options(body: _ModelBody, parameters: dict[str, Any]) -> GenerationOptions:
+    merged = {**parameters, **(body.options or {})}
+    think = body.think if isinstance(body, _TextBody) else None
+    format = body.format if isinstance(body, _TextBody) else None
     try:
-        body = json.loads(request.body)
-    except ValueError as error:
-        raise BadRequest(f"invalid JSON in request body: {error}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("request body must be a JSON object")
-    return body
-
-
-def _options(body: dict[str, Any], parameters: dict[str, Any]) -> GenerationOptions:
-    given = body.get("options")
-    merged = {**parameters, **given} if isinstance(given, dict) else given if given is not None else parameters
-    try:
-        return options_from_ollama(merged, think=body.get("think"),
-                                   keep_alive=body.get("keep_alive"), format=body.get("format"))
+        return options_from_ollama(merged, think=think, keep_alive=body.keep_alive, format=format)
     except ValueError as error:
         raise BadRequest(str(error)) from None
 
@@ -414,21 +456,14 @@ def _image_bytes(item: Any) -> bytes:
         raise BadRequest("an image is not valid base64") from None
 
 
-def _message(item: Any) -> ChatMessage:
-    if not isinstance(item, dict):
-        raise BadRequest("each message must be a JSON object")
-    role = item.get("role")
-    if role not in ("system", "user", "assistant", "tool"):
-        raise BadRequest(f"invalid message role {role!r}: use system, user, assistant or tool")
-    content = item.get("content") or ""
-    if not isinstance(content, str):
-        raise BadRequest("message content must be a string")
-    images = [_image_bytes(image) for image in item.get("images") or []]
+def _message(item: OllamaMessage) -> ChatMessage:
+    content = item.content or ""
+    images = [_image_bytes(image) for image in item.images or []]
     if images:
         parts: list[Any] = [TextPart(text=content)] if content else []
         parts += [ImagePart(image_url=ImageURL(url=image_to_data_url(data))) for data in images]
-        return ChatMessage(role=role, content=parts, thinking=item.get("thinking") or None)
-    return ChatMessage(role=role, content=content, thinking=item.get("thinking") or None)
+        return ChatMessage(role=item.role, content=parts, thinking=item.thinking or None)
+    return ChatMessage(role=item.role, content=content, thinking=item.thinking or None)
 
 
 def _final_fields(metrics: RequestMetrics | None, finish_reason: str | None) -> dict[str, Any]:
@@ -447,7 +482,7 @@ def _final_fields(metrics: RequestMetrics | None, finish_reason: str | None) -> 
     return fields
 
 
-def _status_for(error: BaseException) -> int:
+def status_for(error: BaseException) -> int:
     if isinstance(error, (NotSupported, ValueError)):
         return 400
     if isinstance(error, ModelNotFound):
@@ -459,7 +494,7 @@ def _line(item: dict[str, Any]) -> bytes:
     return (json.dumps(item, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def _normalized(vector: list[float]) -> list[float]:
+def unit_vector(vector: list[float]) -> list[float]:
     norm = math.sqrt(sum(x * x for x in vector))
     return [x / norm for x in vector] if norm else list(vector)
 
@@ -473,59 +508,15 @@ def _parameter_size(parameters: int | None) -> str:
     return str(parameters)
 
 
-async def _cancel_when(responder: Responder, reply: Any) -> None:
+async def cancel_when_gone(responder: Responder, reply: Any) -> None:
     await responder.disconnected.wait()
     reply.cancel()
 
 
-# ----- the server -------------------------------------------------------------------------------------------------
-class OllamaAPIServer:
-    """An HTTP server speaking Ollama's API over `actors` (started by the caller, or by `start_actors`)."""
+# ----- the server (moved to workbench.server.app; these names stay for callers of the old place) -----------
+def __getattr__(name: str) -> Any:
+    if name in ("OllamaAPIServer", "APIServer", "serve"):
+        from workbench.server import app
 
-    def __init__(self, actors: Sequence[ModelRuntimeActor], host: str = "127.0.0.1", port: int = 11434,
-                 parameters: dict[str, Any] | None = None) -> None:
-        self.actors = list(actors)
-        self.api = OllamaAPI(self.actors, parameters)
-        self.http = HTTPServer(self.api, host, port)
-
-    @property
-    def url(self) -> str:
-        return self.http.url
-
-    async def start(self) -> None:
-        await self.http.start()
-
-    async def close(self) -> None:
-        await self.http.close()
-
-    async def __aenter__(self) -> OllamaAPIServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-
-async def serve(specs: Sequence[str], host: str = "127.0.0.1", port: int = 11434,
-                ready: Any = None, parameters: dict[str, Any] | None = None) -> None:
-    """Create and start the actors, serve until cancelled, then stop them."""
-    from workbench.runtimes.registry import create_actor
-
-    actors = [create_actor(spec) for spec in specs]
-    try:
-        for actor in actors:
-            actor.start()
-        for actor in actors:
-            await actor.wait_ready()
-        server = OllamaAPIServer(actors, host, port, parameters)
-        await server.start()
-        if ready is not None:
-            ready(server)
-        try:
-            await server.http.serve_forever()
-        finally:
-            await server.close()
-    finally:
-        for actor in actors:
-            with contextlib.suppress(Exception):
-                await actor.stop(drain=False)
+        return getattr(app, "APIServer" if name == "OllamaAPIServer" else name)
+    raise AttributeError(name)

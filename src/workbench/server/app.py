@@ -1,0 +1,76 @@
+"""The server `workbench serve` runs: one route table holding Ollama's API and OpenAI's, over the
+same actors, on the h11 transport with its limits.
+
+Other endpoints plug in with `server.router.add(method, path, handler)` (a handler takes the
+`Request` and a `Responder`), before or after `start`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+from workbench.runtimes.base import ModelRuntimeActor
+from workbench.server.http import HTTPServer, ServerLimits
+from workbench.server.ollama_api import OllamaAPI
+from workbench.server.openai_api import OpenAIAPI, openai_error
+from workbench.server.routes import Router
+
+
+class APIServer:
+    """An HTTP server speaking Ollama's and OpenAI's APIs over `actors` (started by the caller)."""
+
+    def __init__(self, actors: Sequence[ModelRuntimeActor], host: str = "127.0.0.1", port: int = 11434,
+                 parameters: dict[str, Any] | None = None, limits: ServerLimits | None = None) -> None:
+        self.actors = list(actors)
+        self.api = OllamaAPI(self.actors, parameters)
+        self.openai = OpenAIAPI(self.api.models, parameters)
+        self.router = Router()
+        self.router.include(self.api.routes())
+        self.router.include(self.openai.routes())
+        self.router.error_shape("/v1/", openai_error)
+        self.http = HTTPServer(self.router, host, port, limits=limits, error_body=self.router.error_body)
+
+    @property
+    def url(self) -> str:
+        return self.http.url
+
+    async def start(self) -> None:
+        await self.http.start()
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    async def __aenter__(self) -> APIServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def serve(specs: Sequence[str], host: str = "127.0.0.1", port: int = 11434,
+                ready: Any = None, parameters: dict[str, Any] | None = None,
+                limits: ServerLimits | None = None) -> None:
+    """Create and start the actors, serve until cancelled, then stop them."""
+    from workbench.runtimes.registry import create_actor
+
+    actors = [create_actor(spec) for spec in specs]
+    try:
+        for actor in actors:
+            actor.start()
+        for actor in actors:
+            await actor.wait_ready()
+        server = APIServer(actors, host, port, parameters, limits)
+        await server.start()
+        if ready is not None:
+            ready(server)
+        try:
+            await server.http.serve_forever()
+        finally:
+            await server.close()
+    finally:
+        for actor in actors:
+            with contextlib.suppress(Exception):
+                await actor.stop(drain=False)
