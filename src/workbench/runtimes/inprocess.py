@@ -1,43 +1,80 @@
-"""The in-process family (seed 000's `NodeModelRuntimeActor`): the model runs inside workbench.
+"""The in-process family (seed 000's `NodeModelRuntimeActor`): workbench itself runs the model.
 
-Loading and inference run on one worker thread per actor, never on the event loop, so the UI stays
-responsive while a model thinks. Streams cross from the thread to the loop through a queue; a
-cancelled stream sets the message's `cancel_event`, which the producing loop checks every token, and
-the actor waits for the thread to stop before it takes the next message (a model is not re-entrant).
+The actor keeps its mailbox, the concurrency limit, metrics and events; the model lives in a
+`ModelWorker` owned by a `Placement` (`runtimes/placement/`): on a thread of the app (`thread`, the
+library default: fast, but every model shares one process) or in a child process of its own
+(`process`, the default of the app and commands: true per-model memory, crash isolation, a load
+that `stop` can interrupt). A runtime names its worker class in `worker_factory` and passes the
+options it needs through `worker_options()`; its stream hooks validate the request here and hand it
+to the worker with `stream_worker` / `embed_worker`.
+
+Subclasses without a `worker_factory` (small test actors) implement `load`/`unload` on the actor
+and reach the thread with `run_blocking` / `stream_blocking`; they always run on `thread`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, TypeVar
 
+from pydantic import BaseModel
+
 from workbench.actors import events
+from workbench.actors.actor import ActorState, Message
 from workbench.actors.events import ActorEvent
 from workbench.metrics.sampler import ProcessTarget
 from workbench.runtimes.base import ModelRuntimeActor
+from workbench.runtimes.placement import LIBRARY_PLACEMENT, ModelWorker, Placement, WorkerSpec, create_placement
+from workbench.runtimes.placement.base import ProgressCallback
+from workbench.runtimes.placement.thread import ThreadPlacement
+from workbench.runtimes.types import Chunk, Embeddings
 
 T = TypeVar("T")
-ProgressCallback = Callable[[float, str], None]
 
-_ITEM, _ERROR, _END = "item", "error", "end"
+__all__ = ["InProcessModelRuntimeActor", "NodeModelRuntimeActor", "ProgressCallback"]
 
 
 class InProcessModelRuntimeActor(ModelRuntimeActor):
-    """Subclasses implement `load` and `unload` (run on the worker thread) and the stream hooks,
-    using `run_blocking` and `stream_blocking` to reach the thread."""
+    """Options: `placement=` "thread" (default here) or "process" (or any registered placement),
+    `placement_options=` passed to the placement (e.g. `hang_timeout_s` for `process`)."""
 
     family: ClassVar[str] = "in-process"
+    worker_factory: ClassVar[str | None] = None  # "module:Class" of this runtime's ModelWorker
 
-    def __init__(self, model: str, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        placement: str = LIBRARY_PLACEMENT,
+        placement_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(model, **kwargs)
-        self._executor: ThreadPoolExecutor | None = None
+        if self.worker_factory is None and placement != "thread":
+            raise ValueError(f"{type(self).__name__} has no worker class; it runs with placement='thread' only")
+        self.placement_name = placement
+        self.placement_options = dict(placement_options or {})
+        self.placement: Placement | None = None
         self.load_progress: tuple[float, str] = (0.0, "")
+        self._aborting_load = False
 
-    # ----- subclass hooks (worker thread) -------------------------------------------------------------
+    # ----- what the worker is built from ---------------------------------------------------------------
+    def worker_options(self) -> dict[str, Any]:
+        """JSON-able options for this runtime's worker (subclasses add theirs)."""
+        return {"threads": self.threads}
+
+    def worker_spec(self) -> WorkerSpec:
+        factory = self.worker_factory or f"{__name__}:_ActorHostedWorker"
+        return WorkerSpec(factory=factory, model=self.model, options=self.worker_options(), label=self.spec)
+
+    def create_worker_placement(self) -> Placement:
+        """The placement for a fresh worker (subclasses may host a prebuilt worker on a thread)."""
+        if self.worker_factory is None:
+            return ThreadPlacement(self.worker_spec(), worker=_ActorHostedWorker(self))
+        return create_placement(self.placement_name, self.worker_spec(), **self.placement_options)
+
+    # ----- subclass hooks without a worker class (worker thread) -------------------------------------------
     def load(self, progress: ProgressCallback) -> None:
         """Load the model; call `progress(fraction, what)` as it goes."""
 
@@ -46,98 +83,101 @@ class InProcessModelRuntimeActor(ModelRuntimeActor):
 
     # ----- lifecycle ------------------------------------------------------------------------------------
     async def on_start(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"wb-{self.name}")
-        await self.run_blocking(self.load, self._progress_reporter())
+        self._aborting_load = False
+        placement = self.create_worker_placement()
+        self.placement = placement
+        try:
+            await placement.start(self._progress_reporter())
+        except BaseException:
+            if self._aborting_load:  # a stop killed the load: not a failure of the actor
+                return
+            self.placement = None
+            placement.kill()
+            raise
 
     async def on_stop(self) -> None:
-        if self._executor is None:
-            return
-        await self.run_blocking(self.unload)
-        self._executor.shutdown(wait=True)
-        self._executor = None
+        placement, self.placement = self.placement, None
+        if placement is not None:
+            await placement.stop()
+
+    async def stop(self, *, drain: bool = True) -> None:
+        """As `Actor.stop`; a worker still loading is killed at once (when its placement can be),
+        and then the queued messages are dropped: there is no model to run them on."""
+        placement = self.placement
+        if self.state == ActorState.STARTING and placement is not None and placement.interruptible:
+            self._aborting_load = True
+            placement.kill()
+            drain = False
+        await super().stop(drain=drain)
 
     def memory_target(self) -> ProcessTarget | None:
-        return ProcessTarget.this_process()
+        placement = self.placement
+        return placement.memory_target() if placement is not None else None
 
-    # ----- bridges to the worker thread ------------------------------------------------------------------
+    async def runtime_stats(self) -> dict[str, Any]:
+        placement = self.placement
+        if placement is None:
+            return {"placement": {"kind": self.placement_name, "pid": None, "node": None}}
+        fields = await placement.stats()
+        return fields | {"placement": placement.describe(), "memory": await placement.memory()}
+
+    # ----- handing requests to the worker ------------------------------------------------------------------
+    def _require_placement(self) -> Placement:
+        if self.placement is None:
+            raise RuntimeError(f"actor {self.name} is not started")
+        return self.placement
+
+    async def stream_worker(self, operation: str, request: BaseModel, message: Message) -> AsyncIterator[Chunk]:
+        """Stream the worker's answer to `request` ("generate" or "chat"), cancellable by `message`."""
+        placement = self._require_placement()
+        async for chunk in placement.stream(operation, request.model_dump(mode="json"), message.cancel_event):
+            yield chunk
+
+    async def embed_worker(self, request: BaseModel) -> Embeddings:
+        return await self._require_placement().embed(request.model_dump(mode="json"))
+
+    def hosted_worker(self) -> ModelWorker | None:
+        """The worker object when it runs on a thread of this process (None for other placements)."""
+        placement = self.placement
+        return placement.worker if isinstance(placement, ThreadPlacement) else None
+
+    # ----- bridges for actors without a worker class ------------------------------------------------------
+    def _thread(self) -> ThreadPlacement:
+        placement = self._require_placement()
+        if not isinstance(placement, ThreadPlacement):
+            raise RuntimeError(f"actor {self.name} does not run on a thread of this process")
+        return placement
+
     async def run_blocking(self, function: Callable[..., T], *args: Any) -> T:
         """Run `function` on this actor's thread; the loop waits without blocking."""
-        if self._executor is None:
-            raise RuntimeError(f"actor {self.name} is not started")
-        future = asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
-        return await _wait_uninterrupted(future)
+        return await self._thread().run_blocking(function, *args)
 
-    async def stream_blocking(
+    def stream_blocking(
         self, produce: Callable[[threading.Event], Iterator[T]], cancel: threading.Event
     ) -> AsyncIterator[T]:
-        """Iterate `produce(cancel)` on the worker thread and yield its items here as they come."""
-        if self._executor is None:
-            raise RuntimeError(f"actor {self.name} is not started")
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-
-        def post(kind: str, value: Any) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop closed under us: nobody is listening
-                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
-
-        def work() -> None:
-            try:
-                for item in produce(cancel):
-                    post(_ITEM, item)
-                    if cancel.is_set():
-                        break
-            except BaseException as error:  # noqa: BLE001 - handed to the loop, raised there
-                post(_ERROR, error)
-            finally:
-                post(_END, None)
-
-        future = loop.run_in_executor(self._executor, work)
-        ended = False  # the producer finished on its own (its end can arrive before the future is done)
-        try:
-            while True:
-                kind, value = await queue.get()
-                if kind == _END:
-                    ended = True
-                    break
-                if kind == _ERROR:
-                    ended = True
-                    raise value
-                yield value
-        finally:
-            if not ended:  # the consumer left early: tell the producer to stop at its next item
-                cancel.set()
-            await _wait_uninterrupted(future)
+        """Iterate `produce(cancel)` on the actor's thread and yield its items here as they come."""
+        return self._thread().stream_blocking(produce, cancel)
 
     def _progress_reporter(self) -> ProgressCallback:
-        loop = asyncio.get_running_loop()
-
-        def report(fraction: float, what: str) -> None:
+        def report(fraction: float, what: str) -> None:  # called on the loop by the placement
             self.load_progress = (fraction, what)
-            event = ActorEvent(events.PROGRESS, self.name, data=(fraction, what))
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self.emit, event)
+            self.emit(ActorEvent(events.PROGRESS, self.name, data=(fraction, what)))
 
         return report
 
 
-async def _wait_uninterrupted(future: asyncio.Future[T]) -> T:
-    """Await a thread's future to its end even if we are cancelled meanwhile, then re-raise the cancel.
+class _ActorHostedWorker(ModelWorker):
+    """Runs an actor's own `load`/`unload` (actors without a worker class, thread placement only)."""
 
-    The thread cannot be interrupted; letting the actor move on while it still runs would put two
-    requests on one model at once. Producers check their cancel flag every token, so this is short.
-    """
-    cancelled = False
-    while True:
-        try:
-            result = await asyncio.shield(future)
-            break
-        except asyncio.CancelledError:
-            if future.done():
-                raise
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-    return result
+    def __init__(self, actor: InProcessModelRuntimeActor) -> None:
+        super().__init__(actor.worker_spec())
+        self.actor = actor
+
+    def load(self, progress: ProgressCallback) -> None:
+        self.actor.load(progress)
+
+    def unload(self) -> None:
+        self.actor.unload()
 
 
 # Seed 000's name for this family.

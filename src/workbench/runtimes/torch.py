@@ -4,9 +4,11 @@ MODEL is anything the catalog resolves to a llama-architecture GGUF (`smollm2`, 
 `.gguf` file). Unlike `TransformersRuntimeActor`, no transformers code runs in the forward pass or
 the sampling loop: `workbench.engine` reads the GGUF and decodes with its own kernels (weights mode
 `q4` by default: the file's Q4_1 blocks with fp32 math, token-for-token equal to transformers'
-fp32 greedy output). The tokenizer and chat template still come from transformers.
+fp32 greedy output). The tokenizer and chat template are built from the GGUF's own metadata
+(`tokenizers` and a sandboxed jinja2 template): `torch:` runs without transformers installed.
 
-Streaming: the engine yields token ids on the actor's worker thread; text is detokenised
+Streaming: the engine yields token ids in the worker (`TorchWorker`, on a thread or in a process of
+its own, see `runtimes/placement/`); text is detokenised
 incrementally (multi-byte characters kept whole) and stop strings are matched on the text with
 the shared `StopMatcher`, so every runtime trims them the same way. A cancelled stream stops within
 one token. Thinking follows the transformers runtime's prompt convention for models without a
@@ -29,24 +31,27 @@ from workbench.actors.actor import Message
 from workbench.errors import NotSupported
 from workbench.models.catalog import resolve_model
 from workbench.runtimes.base import Availability, ChatRequest, EmbedRequest, GenerateRequest
-from workbench.runtimes.inprocess import InProcessModelRuntimeActor, ProgressCallback
+from workbench.runtimes.inprocess import InProcessModelRuntimeActor
+from workbench.runtimes.placement import ModelWorker, ProgressCallback, WorkerSpec
 from workbench.runtimes.streamtext import (
     THINK_CLOSE,
     THINK_OPEN,
-    IncrementalDecoder,
-    StopMatcher,
     ThinkSplitter,
     route_text,
     with_think_instruction,
 )
 from workbench.runtimes.types import Capabilities, ChatMessage, Chunk, Embeddings, GenerationOptions, Usage
+from workbench.textgen.stops import StopMatcher
 
 DEFAULT_MAX_TOKENS = 512
 
 
 class TorchRuntimeActor(InProcessModelRuntimeActor):
+    """Actor side: capabilities and request checks; the model lives in a `TorchWorker`."""
+
     runtime: ClassVar[str] = "torch"
     description: ClassVar[str] = "our own PyTorch llama engine (GGUF, no transformers at inference)"
+    worker_factory: ClassVar[str] = "workbench.runtimes.torch:TorchWorker"
 
     def __init__(self, model: str, *, weights: str | None = None, **kwargs: Any) -> None:
         """`weights`: the engine's weights mode (default: the engine's fastest exact mode)."""
@@ -55,8 +60,6 @@ class TorchRuntimeActor(InProcessModelRuntimeActor):
         if self.entry.gguf_file is None:
             raise NotSupported(f"torch ({model})", "load", "the torch engine reads llama GGUF files only")
         self.weights = weights
-        self.engine: Any = None
-        self.load_time_s: float | None = None
         self.capabilities = Capabilities(
             think=True,
             embed=True,
@@ -72,12 +75,47 @@ class TorchRuntimeActor(InProcessModelRuntimeActor):
     async def availability(cls, host: str | None = None) -> Availability:
         import importlib.util
 
-        missing = [name for name in ("torch", "gguf", "transformers") if importlib.util.find_spec(name) is None]
+        missing = [name for name in ("torch", "gguf", "tokenizers", "jinja2") if importlib.util.find_spec(name) is None]
         if missing:
             return Availability(False, f"missing packages: {', '.join(missing)}")
         return Availability(True)
 
-    # ----- lifecycle (worker thread) ---------------------------------------------------------------------
+    def worker_options(self) -> dict[str, Any]:
+        return super().worker_options() | {"weights": self.weights}
+
+    @property
+    def engine(self) -> Any:
+        """The loaded engine when the worker runs on a thread here (None otherwise)."""
+        worker = self.hosted_worker()
+        return worker.engine if isinstance(worker, TorchWorker) else None
+
+    # ----- stream hooks ----------------------------------------------------------------------------------
+    async def stream_generate(self, request: GenerateRequest, message: Message) -> AsyncIterator[Chunk]:
+        if request.images:
+            raise NotSupported(f"torch ({self.model})", "images", "the torch engine is text-only")
+        async for chunk in self.stream_worker("generate", request, message):
+            yield chunk
+
+    async def stream_chat(self, request: ChatRequest, message: Message) -> AsyncIterator[Chunk]:
+        if any(item.image_urls() for item in request.messages):
+            raise NotSupported(f"torch ({self.model})", "images", "the torch engine is text-only")
+        async for chunk in self.stream_worker("chat", request, message):
+            yield chunk
+
+    async def run_embed(self, request: EmbedRequest, message: Message) -> Embeddings:
+        return await self.embed_worker(request)
+
+
+class TorchWorker(ModelWorker):
+    """Worker side: loads the engine and decodes, wherever the placement runs it (blocking code)."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        super().__init__(spec)
+        self.entry = resolve_model(spec.model)
+        self.weights: str | None = spec.options.get("weights")
+        self.engine: Any = None
+        self.load_time_s: float | None = None
+
     def load(self, progress: ProgressCallback) -> None:
         from workbench.engine import DEFAULT_WEIGHTS, LlamaEngine
 
@@ -93,40 +131,32 @@ class TorchRuntimeActor(InProcessModelRuntimeActor):
 
     def _require(self) -> Any:
         if self.engine is None:
-            raise RuntimeError(f"actor {self.name} has no model loaded")
+            raise RuntimeError(f"{self.spec.name} has no model loaded")
         return self.engine
 
-    # ----- stream hooks ----------------------------------------------------------------------------------
-    async def stream_generate(self, request: GenerateRequest, message: Message) -> AsyncIterator[Chunk]:
-        if request.images:
-            raise NotSupported(f"torch ({self.model})", "images", "the torch engine is text-only")
+    def stream(self, operation: str, request: dict[str, Any], cancel: threading.Event) -> Iterator[Chunk]:
         engine = self._require()
-        if request.raw:
-            async for chunk in self._stream(lambda: (engine.tokenizer.encode(request.prompt), False), request.options, message):
-                yield chunk
-            return
-        messages: list[ChatMessage] = []
-        if request.system:
-            messages.append(ChatMessage(role="system", content=request.system))
-        messages.append(ChatMessage(role="user", content=request.prompt))
-        async for chunk in self.stream_chat(ChatRequest(messages=messages, options=request.options), message):
-            yield chunk
+        if operation == "generate":
+            generate = GenerateRequest.model_validate(request)
+            if generate.raw:
+                return self._produce(engine.tokenizer.encode(generate.prompt), generate.options, cancel, None)
+            messages: list[ChatMessage] = []
+            if generate.system:
+                messages.append(ChatMessage(role="system", content=generate.system))
+            messages.append(ChatMessage(role="user", content=generate.prompt))
+            chat = ChatRequest(messages=messages, options=generate.options)
+        elif operation == "chat":
+            chat = ChatRequest.model_validate(request)
+        else:
+            raise NotSupported(self.spec.name, operation)
+        think = bool(chat.options.think)
+        ids, opened = self._chat_ids(chat.messages, think)
+        return self._produce(ids, chat.options, cancel, opened if think else None)
 
-    async def stream_chat(self, request: ChatRequest, message: Message) -> AsyncIterator[Chunk]:
-        if any(item.image_urls() for item in request.messages):
-            raise NotSupported(f"torch ({self.model})", "images", "the torch engine is text-only")
-        think = bool(request.options.think)
+    def embed(self, request: dict[str, Any]) -> Embeddings:
+        return self._embed(EmbedRequest.model_validate(request).inputs)
 
-        def prepare() -> tuple[list[int], bool]:
-            return self._chat_ids(request.messages, think)
-
-        async for chunk in self._stream(prepare, request.options, message, think=think):
-            yield chunk
-
-    async def run_embed(self, request: EmbedRequest, message: Message) -> Embeddings:
-        return await self.run_blocking(self._embed, request.inputs)
-
-    async def runtime_stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, Any]:
         engine = self.engine
         if engine is None:
             return {"details": {"path": str(self.entry.file), "loaded": False}}
@@ -139,7 +169,7 @@ class TorchRuntimeActor(InProcessModelRuntimeActor):
             "details": {"path": str(engine.path), "weights": engine.weights, "torch_threads": engine.threads},
         }
 
-    # ----- prompts and decoding (worker thread) ---------------------------------------------------------
+    # ----- prompts and decoding ---------------------------------------------------------------------------
     def _chat_ids(self, messages: list[ChatMessage], thinking: bool) -> tuple[list[int], bool]:
         engine = self._require()
         if thinking:
@@ -149,16 +179,6 @@ class TorchRuntimeActor(InProcessModelRuntimeActor):
         if thinking:
             ids = ids + engine.tokenizer.encode(THINK_OPEN + "\n")
         return ids, thinking
-
-    async def _stream(
-        self, prepare: Any, options: GenerationOptions, message: Message, think: bool = False
-    ) -> AsyncIterator[Chunk]:
-        def produce(cancel: threading.Event) -> Iterator[Chunk]:
-            ids, opened = prepare()
-            return self._produce(ids, options, cancel, opened if think else None)
-
-        async for chunk in self.stream_blocking(produce, message.cancel_event):
-            yield chunk
 
     def _produce(
         self, ids: list[int], options: GenerationOptions, cancel: threading.Event, thinking: bool | None
@@ -183,7 +203,7 @@ class TorchRuntimeActor(InProcessModelRuntimeActor):
                 top_k=options.top_k or 0,
                 seed=options.seed,
             )
-            decoder = IncrementalDecoder(lambda tokens: engine.tokenizer.decode(tokens))
+            decoder = engine.tokenizer.stream_decoder()
             generated: list[int] = []
             for token_id in engine.generate(ids, params, cancel):
                 produced += 1

@@ -3,8 +3,8 @@
 MODEL is anything the catalog resolves: `smollm2`, `minilm`, a local `.gguf` file or a local model
 folder. Loading goes through `workbench.models.loading` (converted-GGUF cache, memory check).
 
-Decoding is our own loop over `model(...)` with the KV cache (`past_key_values`), run on the actor's
-worker thread by `stream_blocking`: it yields each token as it is made, checks the cancel flag
+Decoding is our own loop over `model(...)` with the KV cache (`past_key_values`), run by the
+actor's `TransformersWorker` (on a thread or in a process of its own, see `runtimes/placement/`): it yields each token as it is made, checks the cancel flag
 between tokens (a cancelled stream stops within one token), and keeps the throughput of
 `model.generate` (benchmarks/inprocess.py measures both side by side). Temperature 0 or unset means
 greedy decoding, which is reproducible; otherwise temperature, top-k and top-p sampling with a
@@ -27,12 +27,13 @@ Images: a vision-language model folder (its config has `vision_config`, loaded w
 chat; a text-only model raises `NotSupported`.
 
 Sharing one loaded model: pass `preloaded=` (a `workbench.models.loading.LoadedModel`) and the
-actor uses it instead of loading; `unload` then only drops this actor's reference. Tests and
-`workbench serve` use this to keep one copy of the weights for several actors.
+actor uses it instead of loading (thread placement only: a model object cannot cross processes);
+`unload` then only drops this actor's reference. Tests use this to keep one copy of the weights
+for several actors.
 
 Threads: `threads=` (default: the machine's cores) is applied with `torch.set_num_threads` when
-the model loads and before every request; torch's setting is process-wide, so actors in one process
-with different counts take turns with it.
+the model loads and before every request. torch's setting is process-wide: with `process`
+placement every worker has its own; with `thread` placement actors take turns with it.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from __future__ import annotations
 import gc
 import io
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -51,6 +52,8 @@ from workbench.models.catalog import ModelEntry, resolve_model
 from workbench.models.loading import LoadedModel, ProgressCallback, is_vision_folder, load_model
 from workbench.runtimes.base import Availability, ChatRequest, EmbedRequest, GenerateRequest
 from workbench.runtimes.inprocess import InProcessModelRuntimeActor
+from workbench.runtimes.placement import ModelWorker, Placement, WorkerSpec
+from workbench.runtimes.placement.thread import ThreadPlacement
 from workbench.runtimes.streamtext import (
     THINK_CLOSE,
     THINK_OPEN,
@@ -97,8 +100,11 @@ def capabilities_for(entry: ModelEntry, vision: bool) -> Capabilities:
 
 
 class TransformersRuntimeActor(InProcessModelRuntimeActor):
+    """Actor side: capabilities and request checks; the model lives in a `TransformersWorker`."""
+
     runtime: ClassVar[str] = "transformers"
     description: ClassVar[str] = "Hugging Face transformers, in process"
+    worker_factory: ClassVar[str] = "workbench.runtimes.transformers:TransformersWorker"
 
     def __init__(
         self,
@@ -108,17 +114,17 @@ class TransformersRuntimeActor(InProcessModelRuntimeActor):
         available_memory: int | None = None,
         **kwargs: Any,
     ) -> None:
-        """`preloaded` shares an already loaded model; `available_memory` overrides psutil's figure
-        for the memory check (tests)."""
+        """`preloaded` shares an already loaded model (thread placement); `available_memory`
+        overrides psutil's figure for the memory check (tests)."""
         self.entry = preloaded.entry if preloaded is not None else resolve_model(model)
         super().__init__(model, **kwargs)
-        self.threads_in_use: int | None = None
+        if preloaded is not None and self.placement_name != "thread":
+            raise ValueError("a preloaded model can only be shared with placement='thread'")
         self._preloaded = preloaded
         self._available_memory = available_memory
-        self.loaded: LoadedModel | None = None
-        vision = preloaded.kind == "vision-lm" if preloaded else (
+        self.vision = preloaded.kind == "vision-lm" if preloaded else (
             self.entry.gguf_file is None and is_vision_folder(self.entry.path))
-        self.capabilities = capabilities_for(self.entry, vision)
+        self.capabilities = capabilities_for(self.entry, self.vision)
 
     @classmethod
     async def availability(cls, host: str | None = None) -> Availability:
@@ -129,10 +135,58 @@ class TransformersRuntimeActor(InProcessModelRuntimeActor):
             return Availability(False, f"missing packages: {', '.join(missing)}")
         return Availability(True)
 
-    # ----- lifecycle (worker thread) ---------------------------------------------------------------------
+    def worker_options(self) -> dict[str, Any]:
+        return super().worker_options() | {"available_memory": self._available_memory}
+
+    def create_worker_placement(self) -> Placement:
+        if self._preloaded is None:
+            return super().create_worker_placement()
+        worker = TransformersWorker(self.worker_spec(), preloaded=self._preloaded)
+        return ThreadPlacement(self.worker_spec(), worker=worker)
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        self._preloaded = None  # unload dropped the worker's reference; drop ours too
+
+    @property
+    def loaded(self) -> LoadedModel | None:
+        """The loaded model when the worker runs on a thread here (None otherwise)."""
+        worker = self.hosted_worker()
+        return worker.loaded if isinstance(worker, TransformersWorker) else None
+
+    # ----- stream hooks --------------------------------------------------------------------------------
+    async def stream_generate(self, request: GenerateRequest, message: Message) -> AsyncIterator[Chunk]:
+        if request.images and not self.vision:
+            raise NotSupported(f"{self.runtime} ({self.model})", "images", f"{self.entry.name} is a text-only model")
+        async for chunk in self.stream_worker("generate", request, message):
+            yield chunk
+
+    async def stream_chat(self, request: ChatRequest, message: Message) -> AsyncIterator[Chunk]:
+        if any(item.image_urls() for item in request.messages) and not self.vision:
+            raise NotSupported(f"{self.runtime} ({self.model})", "images", f"{self.entry.name} is a text-only model")
+        if request.options.think and not self.capabilities.think:
+            request = request.model_copy(update={"options": request.options.model_copy(update={"think": None})})
+        async for chunk in self.stream_worker("chat", request, message):
+            yield chunk
+
+    async def run_embed(self, request: EmbedRequest, message: Message) -> Embeddings:
+        return await self.embed_worker(request)
+
+
+class TransformersWorker(ModelWorker):
+    """Worker side: loads the model and decodes, wherever the placement runs it (blocking code)."""
+
+    def __init__(self, spec: WorkerSpec, *, preloaded: LoadedModel | None = None) -> None:
+        super().__init__(spec)
+        self.entry = preloaded.entry if preloaded is not None else resolve_model(spec.model)
+        self.threads_in_use: int | None = None
+        self._preloaded = preloaded
+        self._available_memory: int | None = spec.options.get("available_memory")
+        self.loaded: LoadedModel | None = None
+
     def _apply_threads(self) -> None:
         """torch's thread count is process-wide: set ours before each piece of work and remember what
-        it ran with (another in-process actor may set its own in between)."""
+        it ran with (another actor on a thread of the same process may set its own in between)."""
         torch.set_num_threads(self.threads)
         self.threads_in_use = torch.get_num_threads()
 
@@ -151,44 +205,37 @@ class TransformersRuntimeActor(InProcessModelRuntimeActor):
 
     def _require(self) -> LoadedModel:
         if self.loaded is None:
-            raise RuntimeError(f"actor {self.name} has no model loaded")
+            raise RuntimeError(f"{self.spec.name} has no model loaded")
         return self.loaded
 
-    # ----- stream hooks --------------------------------------------------------------------------------
-    async def stream_generate(self, request: GenerateRequest, message: Message) -> AsyncIterator[Chunk]:
+    def stream(self, operation: str, request: dict[str, Any], cancel: threading.Event) -> Iterator[Chunk]:
         loaded = self._require()
-        if request.raw:
-            def prepare() -> tuple[dict[str, torch.Tensor], bool]:
-                return {"input_ids": loaded.tokenizer(request.prompt, return_tensors="pt")["input_ids"]}, False
+        if operation == "generate":
+            generate = GenerateRequest.model_validate(request)
+            if generate.raw:
+                ids = loaded.tokenizer(generate.prompt, return_tensors="pt")["input_ids"]
+                return self._produce(loaded, {"input_ids": ids}, generate.options, cancel, None)
+            messages: list[ChatMessage] = []
+            if generate.system:
+                messages.append(ChatMessage(role="system", content=generate.system))
+            parts: list[TextPart | ImagePart] = [ImagePart(image_url=ImageURL(url=url)) for url in generate.images]
+            content = [*parts, TextPart(text=generate.prompt)] if parts else generate.prompt
+            messages.append(ChatMessage(role="user", content=content))
+            chat = ChatRequest(messages=messages, options=generate.options)
+        elif operation == "chat":
+            chat = ChatRequest.model_validate(request)
+        else:
+            raise NotSupported(self.spec.name, operation)
+        if any(item.image_urls() for item in chat.messages) and loaded.kind != "vision-lm":
+            raise NotSupported(self.spec.name, "images", f"{self.entry.name} is a text-only model")
+        think = bool(chat.options.think)
+        inputs, opened = self._chat_inputs(loaded, chat.messages, think)
+        return self._produce(loaded, inputs, chat.options, cancel, opened if think else None)
 
-            async for chunk in self._stream(prepare, request.options, message, think=False):
-                yield chunk
-            return
-        messages: list[ChatMessage] = []
-        if request.system:
-            messages.append(ChatMessage(role="system", content=request.system))
-        parts: list[TextPart | ImagePart] = [ImagePart(image_url=ImageURL(url=url)) for url in request.images]
-        content = [*parts, TextPart(text=request.prompt)] if parts else request.prompt
-        messages.append(ChatMessage(role="user", content=content))
-        async for chunk in self.stream_chat(ChatRequest(messages=messages, options=request.options), message):
-            yield chunk
+    def embed(self, request: dict[str, Any]) -> Embeddings:
+        return self._embed(EmbedRequest.model_validate(request).inputs)
 
-    async def stream_chat(self, request: ChatRequest, message: Message) -> AsyncIterator[Chunk]:
-        loaded = self._require()
-        think = bool(request.options.think) and self.capabilities.think
-        if any(item.image_urls() for item in request.messages) and loaded.kind != "vision-lm":
-            raise NotSupported(f"{self.runtime} ({self.model})", "images", f"{self.entry.name} is a text-only model")
-
-        def prepare() -> tuple[dict[str, torch.Tensor], bool]:
-            return self._chat_inputs(loaded, request.messages, think)
-
-        async for chunk in self._stream(prepare, request.options, message, think=think):
-            yield chunk
-
-    async def run_embed(self, request: EmbedRequest, message: Message) -> Embeddings:
-        return await self.run_blocking(self._embed, request.inputs)
-
-    async def runtime_stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, Any]:
         loaded = self.loaded
         if loaded is None:
             return {"details": {"path": str(self.entry.file), "kind": self.entry.kind, "loaded": False}}
@@ -254,24 +301,6 @@ class TransformersRuntimeActor(InProcessModelRuntimeActor):
         return {"input_ids": encoded["input_ids"]}, opened
 
     # ----- decoding ------------------------------------------------------------------------------------
-    async def _stream(
-        self,
-        prepare: Callable[[], tuple[dict[str, torch.Tensor], bool]],
-        options: GenerationOptions,
-        message: Message,
-        think: bool,
-    ) -> AsyncIterator[Chunk]:
-        """Tokenize (`prepare`: inputs, and whether the prompt opened a thinking block) and decode,
-        both on the worker thread: image processing and long prompts never hold up the loop."""
-        loaded = self._require()
-
-        def produce(cancel: threading.Event) -> Iterator[Chunk]:
-            inputs, opened = prepare()
-            return self._produce(loaded, inputs, options, cancel, opened if think else None)
-
-        async for chunk in self.stream_blocking(produce, message.cancel_event):
-            yield chunk
-
     def _produce(
         self,
         loaded: LoadedModel,

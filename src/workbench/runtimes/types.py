@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from workbench.metrics.memory import ProcessMemory
 from workbench.metrics.request import RequestMetrics
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -220,3 +221,7 @@ class RuntimeStats(BaseModel):
     restarts: int = 0
     last_request: RequestMetrics | None = None
     details: dict[str, Any] = Field(default_factory=dict)
+    # In-process runtimes: where the model runs ({"kind": "thread"|"process"|..., "pid", "node"}) and
+    # that process's memory (RSS/USS now, baseline before the model loaded).
+    placement: dict[str, Any] | None = None
+    memory: ProcessMemory | None = None
