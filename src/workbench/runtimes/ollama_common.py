@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from urllib.parse import unquote
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -34,12 +35,23 @@ TOP_LEVEL_KEYS = ("keep_alive", "format")
 
 @dataclass(frozen=True, slots=True)
 class OllamaHost:
-    """A parsed `OLLAMA_HOST`. `host` is empty for the `:port` form, as in Ollama."""
+    """A parsed `OLLAMA_HOST`. `host` is empty for the `:port` form, as in Ollama. `userinfo` is the
+    `user:password` of a `http://user:password@host` URL (for a server behind an authenticating proxy;
+    Ollama itself has none): only `connect_url` and `credentials` carry it, never `url`."""
 
     scheme: str
     host: str
     port: int
     path: str = ""
+    userinfo: str = ""
+
+    @property
+    def credentials(self) -> tuple[str, str] | None:
+        """(user, password), percent-decoded, when the URL carried them."""
+        if not self.userinfo:
+            return None
+        user, _, password = self.userinfo.partition(":")
+        return unquote(user), unquote(password)
 
     @property
     def url(self) -> str:
@@ -57,7 +69,8 @@ class OllamaHost:
         if not host or (address is not None and address.is_unspecified):
             host = "::1" if address is not None and address.version == 6 else DEFAULT_HOST
         path = f"/{self.path}" if self.path else ""
-        return f"{self.scheme}://{_join(host, self.port)}{path}".rstrip("/")
+        userinfo = f"{self.userinfo}@" if self.userinfo else ""
+        return f"{self.scheme}://{userinfo}{_join(host, self.port)}{path}".rstrip("/")
 
     @property
     def is_local(self) -> bool:
@@ -89,6 +102,9 @@ def parse_ollama_host(value: str | None = None) -> OllamaHost:
     elif scheme == "https":
         default_port = "443"
     hostport, _, path = hostport.partition("/")
+    userinfo, at, after = hostport.rpartition("@")  # user:password@ is no part of host:port
+    if at:
+        hostport = after
     split = _split_host_port(hostport)
     if split is None:
         host, port = DEFAULT_HOST, default_port
@@ -106,7 +122,7 @@ def parse_ollama_host(value: str | None = None) -> OllamaHost:
             raise ValueError(port)
     except ValueError:
         number = int(default_port)
-    return OllamaHost(scheme, host, number, path.rstrip("/"))
+    return OllamaHost(scheme, host, number, path.rstrip("/"), userinfo)
 
 
 def _split_host_port(hostport: str) -> tuple[str, str] | None:
@@ -292,8 +308,9 @@ class ServerProcess:
 
     retry_s = 10.0
 
-    def __init__(self, host: OllamaHost) -> None:
+    def __init__(self, host: OllamaHost, name: str = "Ollama server") -> None:
         self.host = host
+        self.name = name
         self._pid: int | None = None
         self._missed_at: float | None = None
 
@@ -310,7 +327,7 @@ class ServerProcess:
             self._missed_at = None if self._pid is not None else now
         if self._pid is None:
             return None
-        return ProcessTarget(self._pid, include_children=True, label=f"Ollama server (pid {self._pid})")
+        return ProcessTarget(self._pid, include_children=True, label=f"{self.name} (pid {self._pid})")
 
     def tree_rss(self) -> int | None:
         target = self.target()

@@ -68,7 +68,9 @@ class OllamaLibRuntimeActor(ExternalModelRuntimeActor):
     def create_client(self) -> Any:
         import ollama
 
-        return ollama.AsyncClient(host=self.base_url, timeout=self.timeout)
+        # The library keeps only host and port from a URL, so credentials in it go as basic auth.
+        credentials = parse_ollama_host(self.base_url).credentials
+        return ollama.AsyncClient(host=self.base_url, timeout=self.timeout, auth=credentials)
 
     async def on_start(self) -> None:
         await super().on_start()
