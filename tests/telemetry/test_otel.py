@@ -78,6 +78,7 @@ async def test_streamed_cancelled_and_failed_requests_give_spans_and_metrics(tel
     assert good.name == "chat good"
     assert good.attributes["workbench.outcome"] == "ok"
     assert good.attributes["workbench.runtime"] == "ollama-rest"
+    assert good.attributes["workbench.placement"] == "server"
     assert good.attributes["workbench.actor.spec"].startswith("ollama-rest:good@")
     assert good.attributes["gen_ai.usage.input_tokens"] == 10  # Ollama's prompt_eval_count
     assert good.attributes["gen_ai.usage.output_tokens"] == 20  # eval_count
@@ -120,6 +121,8 @@ async def test_streamed_cancelled_and_failed_requests_give_spans_and_metrics(tel
     assert all(p.value == 0 for p in points["workbench.actor.queue_depth"])
     assert points["workbench.concurrency.limit"][0].value >= 1
     assert points["workbench.concurrency.running"][0].value == 0
+    assert points["workbench.actor.memory.rss"]
+    assert all(p.value > 10_000_000 for p in points["workbench.actor.memory.rss"])  # a server on loopback: us
 
 
 async def test_rest_requests_carry_the_message_span_as_traceparent(telemetry, server) -> None:

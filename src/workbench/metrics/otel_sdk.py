@@ -31,7 +31,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import psutil
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -54,6 +53,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from workbench import __version__
 from workbench.actors import events
 from workbench.actors.events import ActorEvent, add_global_listener
+from workbench.metrics.sampler import ResourceSampler
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class Telemetry:
     _open: dict[tuple[str, str], _Open] = field(default_factory=dict)
     _actors: weakref.WeakValueDictionary[str, Any] = field(default_factory=weakref.WeakValueDictionary)
     _remove_listener: Any = None
+    _sampler: ResourceSampler = field(default_factory=ResourceSampler)  # reused: it keeps process handles
 
     # ----- construction ------------------------------------------------------------------------------
     @classmethod
@@ -218,7 +219,7 @@ class Telemetry:
                 ("gen_ai.request.model", getattr(actor, "model", None)),
                 ("workbench.actor.spec", getattr(actor, "spec", None)),
                 ("workbench.runtime", getattr(actor, "runtime", None)),
-                ("workbench.placement", getattr(actor, "placement", None)),
+                ("workbench.placement", getattr(actor, "placement_label", None)),
             ):
                 if value is not None:
                     attributes[name] = str(getattr(value, "value", value))
@@ -319,12 +320,10 @@ class Telemetry:
 
     def _observe_rss(self, options: CallbackOptions) -> Iterable[Observation]:
         for actor in self._live():
-            target = actor.memory_target() if hasattr(actor, "memory_target") else None
-            if target is None:
-                continue
-            rss = _rss(target.pid, target.include_children)
-            if rss is not None:
-                yield Observation(rss, {"workbench.actor": actor.name, "process.pid": target.pid})
+            if hasattr(actor, "memory_target"):
+                self._sampler.watch(actor.name, actor.memory_target)
+        for name, sample in self._sampler.sample_once().items():
+            yield Observation(sample.rss_bytes, {"workbench.actor": name})
 
     def _observe_limits(self, figure: str) -> Any:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
@@ -336,21 +335,6 @@ class Telemetry:
                 seen.add(id(limit))
                 yield Observation(int(getattr(limit, figure)), {"workbench.limit": f"limit-{len(seen)}"})
         return observe
-
-
-def _rss(pid: int, include_children: bool) -> int | None:
-    try:
-        process = psutil.Process(pid)
-        total = process.memory_info().rss
-        if include_children:
-            for child in process.children(recursive=True):
-                try:
-                    total += child.memory_info().rss
-                except psutil.Error:
-                    continue
-        return total
-    except psutil.Error:
-        return None
 
 
 def _current_task() -> asyncio.Task[Any] | None:

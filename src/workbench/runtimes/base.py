@@ -144,6 +144,15 @@ class ModelRuntimeActor(Actor):
     def spec(self) -> str:
         return f"{self.runtime}:{self.model}" + (f"@{self.host}" if self.host else "")
 
+    @property
+    def placement_label(self) -> str:
+        """Where the model runs, in a word: the in-process placement (thread, process, ray...), or
+        where the family puts it (a server, a subprocess)."""
+        named = getattr(self, "placement_name", None)
+        if named:
+            return str(named)
+        return {"rest": "server", "library": "server", "cli": "subprocess"}.get(self.family, self.family)
+
     def memory_target(self) -> ProcessTarget | None:
         """The process that holds the model, for the resource sampler (None: not known)."""
         return None
