@@ -23,6 +23,7 @@ class RuntimeEntry:
     target: str | type[ModelRuntimeActor]  # "module:Class" or the class itself
     summary: str
     aliases: tuple[str, ...] = ()
+    default_model: str | None = None  # a spec may leave the model out (`openai:@URL`): this stands for it
 
     def load(self) -> type[ModelRuntimeActor]:
         if not isinstance(self.target, str):
@@ -63,6 +64,9 @@ for _entry in (
                  "Ollama through the ollama Python library"),
     RuntimeEntry("ollama-cli", "workbench.runtimes.ollama_cli:OllamaCLIRuntimeActor",
                  "Ollama through `ollama run`, as a subprocess"),
+    RuntimeEntry("openai", "workbench.runtimes.openai:OpenAIRuntimeActor",
+                 "any OpenAI-compatible server (llama.cpp, vLLM, SGLang, LM Studio...), with httpx",
+                 default_model="-"),
 ):
     register_runtime(_entry)
 
@@ -107,6 +111,8 @@ def parse_spec(text: str) -> ActorSpec:
         raise SpecError(f"unknown runtime {runtime!r} in {text!r}: {_valid_forms()}")
     # The first "@" ends the model: a host may itself hold one (http://user:pass@host), model names don't.
     model, at, host = rest.partition("@")
+    if not model and _RUNTIMES[runtime].default_model is not None:
+        model = _RUNTIMES[runtime].default_model or ""
     if not model:
         raise SpecError(f"actor spec {text!r} has no model: {_valid_forms()}")
     if at and not host:

@@ -106,14 +106,17 @@ class RESTfulModelRuntimeActor(ModelRuntimeActor):
                     f"{response.text[:200]!r}"
                 ) from None
 
-    async def stream_json(self, method: str, path: str, payload: Any = None) -> AsyncIterator[Any]:
-        """The objects of a streamed answer, as they arrive (NDJSON lines or SSE `data:` events)."""
+    async def stream_json(self, method: str, path: str, payload: Any = None, *,
+                          sse: bool | None = None) -> AsyncIterator[Any]:
+        """The objects of a streamed answer, as they arrive (NDJSON lines or SSE `data:` events); `sse`
+        None decides by the content type, True reads SSE whatever the server calls it."""
         async with self._translated(path):
             async with self.client.stream(method, path, json=payload, headers=otel.trace_headers()) as response:
                 url = str(response.url)
                 if response.status_code >= 400:
                     raise self.error_for_status(response.status_code, _body(await response.aread()), url)
-                sse = response.headers.get("content-type", "").startswith("text/event-stream")
+                if sse is None:
+                    sse = response.headers.get("content-type", "").startswith("text/event-stream")
                 async for line in response.aiter_lines():
                     item = _parse_line(line, sse, url)
                     if item is _SKIP:
