@@ -42,7 +42,7 @@ async def test_run_shows_results_and_plots_and_saves(tmp_path: Path) -> None:
             await _until(pilot, lambda: screen.saved_path is not None)
             results = screen.query_one("#bench-results", DataTable)
             assert results.row_count == 4  # 2 actors x 2 levels
-            rows = [results.get_row_at(index) for index in range(results.row_count)]
+            rows = [[str(cell) for cell in results.get_row_at(index)] for index in range(results.row_count)]
             assert [row[:4] for row in rows] == [
                 ["scripted:echo", "1", "2", "0"], ["scripted:echo", "2", "2", "0"],
                 ["scripted:missing", "1", "2", "2"], ["scripted:missing", "2", "2", "2"],
@@ -70,9 +70,9 @@ async def test_opens_saved_runs_and_skips_sessions(tmp_path: Path) -> None:
         runs.focus()
         await pilot.press("ctrl+o")
         await _until(pilot, lambda: screen.run_shown is not None)
-        row = screen.query_one("#bench-results", DataTable).get_row_at(0)
+        row = [str(cell) for cell in screen.query_one("#bench-results", DataTable).get_row_at(0)]
         assert row[:5] == ["torch:smollm2", "4", "3", "1", "48.0"]
-        await _until(pilot, lambda: runs.get_row_at(0)[2] == "torch:smollm2")
+        await _until(pilot, lambda: str(runs.get_row_at(0)[2]) == "torch:smollm2")
         await pilot.press("ctrl+r")  # no actors: refused with a message, nothing runs
         assert screen.runner is None
 

@@ -19,7 +19,7 @@ from workbench.errors import PromptFileError
 
 def test_builtin_sets_have_the_promised_shapes() -> None:
     sets = builtin_sets()
-    assert set(sets) == {"short", "long", "embed"}
+    assert set(sets) == {"short", "scored", "long", "embed"}
     assert all(p.messages and p.messages[0].role == "user" for p in sets["short"])
     shortest_long = min(len(prompt_text(p)) for p in sets["long"])
     longest_short = max(len(prompt_text(p)) for p in sets["short"])
@@ -71,7 +71,7 @@ def test_a_malformed_line_is_reported_with_its_number(tmp_path: Path, line: str,
 
 
 def test_missing_and_empty_files_are_clear_errors(tmp_path: Path) -> None:
-    with pytest.raises(PromptFileError, match="no such prompt file .*short, long, embed"):
+    with pytest.raises(PromptFileError, match="no such prompt file .*short, scored, long, embed"):
         load_prompts(str(tmp_path / "nope.jsonl"))
     with pytest.raises(PromptFileError, match="no prompts"):
         parse_prompt_lines("\n# only a comment\n", "x.jsonl")

@@ -3,7 +3,8 @@ terminal plots (plotext, built to a string) of tokens/s and TTFT per actor and c
 
 Runs compare on the (actor, concurrency) pairs they all have; pairs only some runs have are listed
 rather than silently dropped. Ratios are to the first run: 2.00x on tokens/s means twice as fast,
-on TTFT twice as slow.
+on TTFT twice as slow, on accuracy twice as many right. Accuracy is shown with its count (right/scored);
+a run's agreement between actors is a table of its own (`agreement_table`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 
 import plotext as plt
 
-from workbench.sessions.schema import BenchmarkRun, LevelSummary
+from workbench.bench.prompts import prompt_text
+from workbench.sessions.schema import BenchmarkRun, LevelSummary, PairAgreement
 
 MIB = 1024 * 1024
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -50,10 +52,25 @@ class Column:
     short: str
     get: Callable[[LevelSummary], float | None]
     digits: int = 1
+    suffix: Callable[[LevelSummary], str] | None = None  # shown after the figure: accuracy's count
+
+    def cell(self, summary: LevelSummary) -> str:
+        text = fmt(self.get(summary), self.digits)
+        return f"{text} {self.suffix(summary)}" if self.suffix is not None and text != "-" else text
+
+
+def _accuracy_percent(summary: LevelSummary) -> float | None:
+    return None if summary.accuracy is None else summary.accuracy * 100.0
+
+
+def _accuracy_count(summary: LevelSummary) -> str:
+    return f"({summary.correct}/{summary.scored})"
 
 
 COLUMNS: tuple[Column, ...] = (
     Column("output_tokens_per_s", "output tokens/s (aggregate)", "tok/s", lambda s: s.output_tokens_per_s, 1),
+    Column("accuracy", "accuracy (% right of the scored answers, right/scored)", "acc %", _accuracy_percent, 1,
+           _accuracy_count),
     Column("request_throughput", "requests/s", "req/s", lambda s: s.request_throughput, 2),
     Column("ttft_p50", "TTFT p50 (ms)", "TTFT p50", _ms("ttft_s", "p50")),
     Column("ttft_p90", "TTFT p90 (ms)", "p90", _ms("ttft_s", "p90")),
@@ -71,7 +88,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("errors", "errors", "err", lambda s: float(s.errors), 0),
 )
 COLUMNS_BY_KEY = {column.key: column for column in COLUMNS}
-SUMMARY_KEYS = ("output_tokens_per_s", "request_throughput", "ttft_p50", "ttft_p90", "ttft_p99", "itl_p50",
+SUMMARY_KEYS = ("output_tokens_per_s", "accuracy", "request_throughput", "ttft_p50", "ttft_p90", "ttft_p99", "itl_p50",
                 "tpot_p50", "e2e_p50", "e2e_p90", "peak_rss_mib", "mean_cpu_percent")
 """The summary table's figures; latencies in milliseconds (every percentile is in the saved file)."""
 
@@ -97,11 +114,12 @@ def summary_table(run: BenchmarkRun) -> str:
     """One row per actor and level: requests, errors and the headline figures."""
     headers = ["actor", "conc", "req", "err", *(COLUMNS_BY_KEY[key].short for key in SUMMARY_KEYS)]
     rows = [
-        [s.actor, str(s.concurrency), str(s.requests), str(s.errors),
-         *(fmt(COLUMNS_BY_KEY[key].get(s), COLUMNS_BY_KEY[key].digits) for key in SUMMARY_KEYS)]
+        [s.actor, str(s.concurrency), str(s.requests), str(s.errors), *(COLUMNS_BY_KEY[key].cell(s) for key in SUMMARY_KEYS)]
         for s in run.summaries
     ]
     text = text_table(headers, rows)
+    if run.agreement:
+        text += "\n\n" + agreement_table(run.agreement)
     problems = run.notes.get("actor_errors") or {}
     for actor, error in problems.items():
         text += f"\n{actor}: {error}"
@@ -112,6 +130,55 @@ def summary_table(run: BenchmarkRun) -> str:
     if run.notes.get("interrupted"):
         text += "\n(interrupted: only the requests that finished are counted)"
     return text
+
+
+AGREEMENT_HEADERS = ("actor A", "actor B", "prompts", "identical", "first diff (chars)", "similarity", "cosine")
+
+
+def agreement_cells(pair: PairAgreement) -> list[str]:
+    """One pair's figures as table cells (AGREEMENT_HEADERS): identical rate with its count, mean
+    first-divergence index over the differing answers, mean similarity (text) or cosine (embed)."""
+    cosine = "-" if pair.mean_cosine is None else f"{pair.mean_cosine:.4f} (min {pair.min_cosine:.4f})"
+    return [
+        pair.a, pair.b, str(pair.compared),
+        f"{pair.identical_rate * 100:.0f}% ({pair.identical}/{pair.compared})",
+        fmt(pair.mean_first_divergence, 1), fmt(pair.mean_similarity, 3), cosine,
+    ]
+
+
+def agreement_table(pairs: Sequence[PairAgreement]) -> str:
+    """Agreement between actors, per pair, on the same greedy prompts."""
+    title = ("agreement (same prompts; first diff = mean character index where differing answers part; "
+             "similarity = normalised edit distance)")
+    return f"{title}\n{text_table(AGREEMENT_HEADERS, [agreement_cells(pair) for pair in pairs])}"
+
+
+def divergence_lines(run: BenchmarkRun, per_pair: int = 8) -> list[str]:
+    """Where each pair's answers part, prompt by prompt (at most `per_pair` lines a pair)."""
+    lines: list[str] = []
+    for pair in run.agreement:
+        differing = [p for p in pair.prompts if not p.identical]
+        if not differing:
+            lines.append(f"{pair.a} vs {pair.b}: every compared answer identical ({pair.compared})")
+            continue
+        lines.append(f"{pair.a} vs {pair.b}: {len(differing)} of {pair.compared} answers differ")
+        for found in differing[:per_pair]:
+            prompt = _prompt_label(run, found.prompt_index)
+            if found.cosine is not None:
+                lines.append(f"  #{found.prompt_index} {prompt}: cosine {found.cosine:.4f}")
+            else:
+                lines.append(f"  #{found.prompt_index} {prompt}: part at character {found.first_divergence}, "
+                             f"similarity {fmt(found.similarity, 3)}")
+        if len(differing) > per_pair:
+            lines.append(f"  … and {len(differing) - per_pair} more (all in the saved file)")
+    return lines
+
+
+def _prompt_label(run: BenchmarkRun, index: int, width: int = 48) -> str:
+    if not 0 <= index < len(run.prompt_set):
+        return ""
+    text = " ".join(prompt_text(run.prompt_set[index]).split())
+    return repr(text if len(text) <= width else text[: width - 1] + "…")
 
 
 def _first_errors(run: BenchmarkRun) -> dict[str, str]:
@@ -157,10 +224,10 @@ def compare_runs(runs: Sequence[BenchmarkRun], names: Sequence[str], columns: Se
         rows = []
         for actor, level in pairing.common:
             base = column.get(keyed[0][(actor, level)])
-            cells = [actor, str(level), fmt(base, column.digits)]
+            cells = [actor, str(level), column.cell(keyed[0][(actor, level)])]
             for table in keyed[1:]:
                 value = column.get(table[(actor, level)])
-                cells.append(f"{fmt(value, column.digits)} ({_ratio(value, base)})")
+                cells.append(f"{column.cell(table[(actor, level)])} ({_ratio(value, base)})")
             rows.append(cells)
         parts.append(f"{column.title}\n{text_table(headers, rows)}" if rows else f"{column.title}\n(no common pairs)")
     for name, keys in pairing.missing.items():

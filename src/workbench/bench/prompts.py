@@ -4,32 +4,101 @@ A prompt file has one JSON value per line (blank lines and lines starting with `
 - `{"messages": [{"role": "user", "content": "..."}, ...]}` or a bare list of messages: a chat;
 - `{"prompt": "..."}` or a JSON string: a single user prompt;
 - `{"inputs": ["...", ...]}`: a batch of texts to embed.
-A line that is not one of these raises PromptFileError naming the file and the line.
+A chat or prompt line may add `"expected": {"match": "exact|contains|regex|choice|number|json", ...}`
+(see `Expectation`), and its answers are then scored. A line that is not one of these, or whose
+expectation is malformed, raises PromptFileError naming the file and the line.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
 from workbench.errors import PromptFileError
 from workbench.runtimes.types import ChatMessage
-from workbench.sessions.schema import BenchmarkPrompt
+from workbench.sessions.schema import BenchmarkPrompt, Expectation
 
 MAX_PROMPT_FILE_BYTES = 64 * 1024 * 1024
 
-_SHORT = (
-    "What is the capital of France?",
-    "Name three primary colours.",
-    "How many legs does a spider have?",
-    "What does a thermometer measure?",
-    "Give one synonym for 'happy'.",
-    "Which planet is closest to the Sun?",
-    "What is 12 times 12?",
-    "Translate 'good morning' into Spanish.",
+def _contains(text: str) -> Expectation:
+    return Expectation(match="contains", value=text)
+
+
+def _regex(pattern: str, case_sensitive: bool = False) -> Expectation:
+    return Expectation(match="regex", value=pattern, case_sensitive=case_sensitive)
+
+
+def _number(value: float, pick: Literal["last", "first", "any"] = "last") -> Expectation:
+    return Expectation(match="number", value=value, pick=pick)
+
+
+def _yes_no(answer: str) -> Expectation:
+    return Expectation(match="choice", options=["yes", "no"], value=answer)
+
+
+def _json(keys: list[str], value: Any = None) -> Expectation:
+    return Expectation(match="json", keys=keys, value=value)
+
+
+# The speed set: short chats, most with an expectation, so a plain run shows an accuracy column too.
+_SHORT: tuple[tuple[str, Expectation | None], ...] = (
+    ("What is the capital of France?", _contains("Paris")),
+    ("Name three primary colours.", None),
+    ("How many legs does a spider have?", _number(8, "any")),
+    ("What does a thermometer measure?", _contains("temperature")),
+    ("Give one synonym for 'happy'.", None),
+    ("Which planet is closest to the Sun?", _contains("Mercury")),
+    ("What is 12 times 12?", _number(144)),
+    ("Translate 'good morning' into Spanish.", _regex(r"buen[oa]s\s+d[ií]as")),
+)
+
+# The scored set: simple facts, arithmetic, yes/no and JSON-format tasks, written for workbench. An
+# arithmetic answer is its last number (a small model restates the question: "12 times 12 is 144"); a
+# question with no number in it accepts the right number anywhere in the answer; yes/no takes the first
+# of the two words the answer says.
+_SCORED: tuple[tuple[str, Expectation], ...] = (
+    ("What is the capital of France?", _contains("Paris")),
+    ("What is the capital of Japan?", _contains("Tokyo")),
+    ("What is the capital of Italy?", _contains("Rome")),
+    ("What is the capital of Germany?", _contains("Berlin")),
+    ("Which planet is closest to the Sun?", _contains("Mercury")),
+    ("What is the largest planet in our solar system?", _contains("Jupiter")),
+    ("What colour is the sky on a clear day?", _contains("blue")),
+    ("Which gas do plants take in from the air to make food?", _regex(r"carbon dioxide|CO2")),
+    ("What language is mainly spoken in Brazil?", _contains("Portuguese")),
+    ("Who wrote the play Romeo and Juliet?", _contains("Shakespeare")),
+    ("What is the chemical symbol for gold?", _regex(r"\bAu\b", case_sensitive=True)),
+    ("What is the opposite of hot?", _contains("cold")),
+    ("How many days are there in a week?", _number(7, "any")),
+    ("How many legs does a spider have?", _number(8, "any")),
+    ("At what temperature in degrees Celsius does water freeze?", _number(0, "any")),
+    ("How many continents are there on Earth?", _number(7, "any")),
+    ("What is 2 + 2?", _number(4)),
+    ("What is 7 + 5?", _number(12)),
+    ("What is 10 - 3?", _number(7)),
+    ("What is 9 times 6?", _number(54)),
+    ("What is 12 times 12?", _number(144)),
+    ("What is 100 divided by 4?", _number(25)),
+    ("What is 15 + 27?", _number(42)),
+    ("What is half of 50?", _number(25)),
+    ("Is the Sun a star? Answer yes or no.", _yes_no("yes")),
+    ("Is 7 an even number? Answer yes or no.", _yes_no("no")),
+    ("Is Paris in Germany? Answer yes or no.", _yes_no("no")),
+    ("Do cats have wings? Answer yes or no.", _yes_no("no")),
+    ("Is the Pacific an ocean? Answer yes or no.", _yes_no("yes")),
+    ("Is 10 greater than 3? Answer yes or no.", _yes_no("yes")),
+    ("Can a fish live without water? Answer yes or no.", _yes_no("no")),
+    ("Reply with exactly the word hello and nothing else.", Expectation(match="exact", value="hello")),
+    ('Reply with only a JSON object with the keys "name" and "age" for Alice, who is 30 years old.',
+     _json(["name", "age"], {"name": "Alice", "age": 30})),
+    ('Reply with only a JSON object {"answer": ...} where the answer is the capital of France.',
+     _json(["answer"], {"answer": "Paris"})),
+    ('Reply with only a JSON object with a key "colors" whose value is a list of three colours.',
+     _json(["colors"])),
+    ("Reply with only a JSON list of the numbers one, two and three.", _json([], [1, 2, 3])),
 )
 
 _FIELD_NOTES = (
@@ -90,21 +159,34 @@ _EMBED_SENTENCES = (
 EMBED_BATCH = 8
 
 
-def _chat(text: str) -> BenchmarkPrompt:
-    return BenchmarkPrompt(messages=[ChatMessage(role="user", content=text)])
+def _chat(text: str, expected: Expectation | None = None) -> BenchmarkPrompt:
+    return BenchmarkPrompt(messages=[ChatMessage(role="user", content=text)], expected=expected)
 
 
 def builtin_sets() -> dict[str, list[BenchmarkPrompt]]:
-    """The built-in sets by name: `short` chats, `long` (prefill-heavy) chats, `embed` batches."""
+    """The built-in sets by name: `short` chats (mostly scored), `scored` (a few dozen scored chats:
+    facts, arithmetic, yes/no, JSON), `long` (prefill-heavy) chats, `embed` batches."""
     batches = [list(_EMBED_SENTENCES[i:i + EMBED_BATCH]) for i in range(0, len(_EMBED_SENTENCES), EMBED_BATCH)]
     return {
-        "short": [_chat(text) for text in _SHORT],
+        "short": [_chat(text, expected) for text, expected in _SHORT],
+        "scored": [_chat(text, expected) for text, expected in _SCORED],
         "long": [_chat(text) for text in _LONG],
         "embed": [BenchmarkPrompt(inputs=batch) for batch in batches],
     }
 
 
-BUILTIN_NAMES = ("short", "long", "embed")
+BUILTIN_NAMES = ("short", "scored", "long", "embed")
+
+
+def find_expectation(text: str) -> Expectation | None:
+    """The expectation a built-in prompt with this exact text carries (the app scores pane answers
+    to prompts typed or pasted from a built-in set), else None."""
+    wanted = text.strip()
+    for prompts in builtin_sets().values():
+        for prompt in prompts:
+            if prompt.expected is not None and prompt_text(prompt).strip() == wanted:
+                return prompt.expected
+    return None
 
 
 def load_prompts(name_or_path: str) -> list[BenchmarkPrompt]:
@@ -148,14 +230,15 @@ def _prompt_from(value: Any, source: object, line: int) -> BenchmarkPrompt:
     if not isinstance(value, dict):
         raise PromptFileError(source, _EXPECTED + f", found {type(value).__name__}", line)
     keys = set(value) & {"messages", "prompt", "inputs"}
-    if len(keys) != 1 or set(value) - keys:
+    if len(keys) != 1 or set(value) - keys - {"expected"}:
         raise PromptFileError(source, _EXPECTED + f", found keys {sorted(value)}", line)
+    expected = _expectation_from(value.get("expected"), "inputs" in value, source, line)
     try:
         if "prompt" in value:
             if not isinstance(value["prompt"], str) or not value["prompt"].strip():
                 raise PromptFileError(source, "'prompt' must be a non-empty string", line)
-            return _chat(value["prompt"])
-        prompt = BenchmarkPrompt.model_validate(value)
+            return _chat(value["prompt"], expected)
+        prompt = BenchmarkPrompt.model_validate({**value, "expected": None}).model_copy(update={"expected": expected})
     except ValidationError as error:
         first = error.errors()[0]
         location = ".".join(str(part) for part in first["loc"])
@@ -165,6 +248,24 @@ def _prompt_from(value: Any, source: object, line: int) -> BenchmarkPrompt:
     if "inputs" in value and (not prompt.inputs or not all(text.strip() for text in prompt.inputs)):
         raise PromptFileError(source, "'inputs' must be a non-empty list of non-empty strings", line)
     return prompt
+
+
+def _expectation_from(value: Any, embed: bool, source: object, line: int) -> Expectation | None:
+    """The line's `expected`, validated; a malformed one is a PromptFileError naming the line."""
+    if value is None:
+        return None
+    if embed:
+        raise PromptFileError(source, "'expected' applies to chats and prompts, not to 'inputs' (embeddings)", line)
+    if not isinstance(value, dict):
+        raise PromptFileError(source, f"'expected' must be an object with 'match', found {type(value).__name__}", line)
+    try:
+        return Expectation.model_validate(value)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        raise PromptFileError(source, f"bad expectation: {('expected.' + where + ': ') if where else ''}{message}",
+                              line) from None
 
 
 _EXPECTED = 'expected {"messages": [...]}, a list of messages, {"prompt": "..."}, a JSON string or {"inputs": [...]}'

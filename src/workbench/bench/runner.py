@@ -15,6 +15,10 @@ the runner created is started just before its turn and stopped after it, so the 
 (as far as the process allows) that actor's. Warm-up requests run once per actor, before its first
 level, and are not recorded. Memory and CPU of the process holding the model are sampled
 throughout each level.
+
+Each record keeps the answer's text and, when its prompt has an expectation, its score. With two
+or more actors the run ends with their agreement, pair by pair (`bench.agreement`): text answers
+compared from the records, embed vectors compared in memory (vectors are not saved).
 """
 
 from __future__ import annotations
@@ -29,19 +33,23 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from workbench.actors.actor import Reply
+from workbench.bench.agreement import answers_by_actor, text_agreement, vector_agreement
 from workbench.bench.machine import library_versions, machine_info, server_version
 from workbench.bench.prompts import chat_messages, embed_inputs, load_prompts, prompt_text
+from workbench.bench.scoring import score_answer
 from workbench.bench.summary import summarize_level
 from workbench.errors import BenchmarkError, MessageCancelled
 from workbench.metrics.sampler import ResourceSampler
 from workbench.runtimes.base import ModelRuntimeActor
 from workbench.runtimes.registry import create_actor
 from workbench.runtimes.types import GenerationOptions
+from workbench.sessions.redact import redacted_labels
 from workbench.sessions.schema import (
     BenchmarkConfig,
     BenchmarkPrompt,
     BenchmarkRun,
     LevelSummary,
+    PairAgreement,
     RequestRecord,
     ResourceRecord,
 )
@@ -104,13 +112,14 @@ class BenchmarkRunner:
             config = config.model_copy(update={"actors": [actor.spec for actor in self.given]})
         validate_config(config)
         self.config = config
-        self.labels = _labels(config.actors)
+        self.labels = redacted_labels(list(config.actors))  # saved in the run: no credentials
         self.progress = progress
         self.sampler = ResourceSampler(sample_interval_s, capacity=1_000_000)
         self.actor_factory = actor_factory
         self.records: list[RequestRecord] = []
         self.samples: list[ResourceRecord] = []
         self.summaries: list[LevelSummary] = []
+        self.vectors: dict[str, dict[int, list[list[float]]]] = {}  # embed runs: label -> prompt -> batch
         self.versions = library_versions()
         self.notes: dict[str, Any] = {}
         self._stop = asyncio.Event()
@@ -175,7 +184,16 @@ class BenchmarkRunner:
             summaries=list(self.summaries),
             prompt_set=list(self.prompts),
             notes=dict(self.notes),
+            agreement=self.agreement(),
         )
+
+    def agreement(self) -> list[PairAgreement]:
+        """Pairwise agreement of the actors' answers so far (empty with one actor)."""
+        if len(self.labels) < 2:
+            return []
+        if self.config.op == "embed":
+            return vector_agreement(self.vectors, self.labels)
+        return text_agreement(answers_by_actor(self.records), self.labels)
 
     async def _run_actor(self, label: str, index: int) -> None:
         first_level = self.config.concurrency[0]
@@ -285,7 +303,14 @@ class BenchmarkRunner:
             return record(ok=False, error=describe_error(error))
         finally:
             self._in_flight.discard(reply)
-        return record(ok=True, metrics=result.metrics)
+        if self.config.op == "embed":
+            if repeat >= 0:
+                self.vectors.setdefault(label, {}).setdefault(prompt_index, [list(v) for v in result.vectors])
+            return record(ok=True, metrics=result.metrics)
+        expected = self.prompts[prompt_index].expected
+        score = score_answer(expected, result.text) if expected is not None else None
+        return record(ok=True, metrics=result.metrics, answer=result.text,
+                      score=None if score is None else score.value, score_note=None if score is None else score.note)
 
     def _send(self, actor: ModelRuntimeActor, prompt: BenchmarkPrompt) -> Reply[Any]:
         op = self.config.op
@@ -334,16 +359,6 @@ class BenchmarkRunner:
 
 
 _STOPPED = object()
-
-
-def _labels(specs: Sequence[str]) -> list[str]:
-    """Unique labels for the actors: the spec, with `#2`, `#3`... when the same spec repeats."""
-    seen: dict[str, int] = {}
-    labels = []
-    for spec in specs:
-        seen[spec] = seen.get(spec, 0) + 1
-        labels.append(spec if seen[spec] == 1 else f"{spec}#{seen[spec]}")
-    return labels
 
 
 def validate_config(config: BenchmarkConfig) -> None:

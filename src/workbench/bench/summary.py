@@ -3,7 +3,8 @@
 Latency metrics are summarised over successful requests only (p50/p90/p99 with linear
 interpolation, and the mean); ITL pools every gap of every request, as vLLM reports it.
 Throughput is over the level's wall time: successful requests (or their output tokens) divided
-by the time from the first request sent to the last one finished.
+by the time from the first request sent to the last one finished. Accuracy is over the requests
+of the answered requests whose prompt had an expectation (failed requests show in `errors`).
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def summarize_level(
         if found is not None:
             metrics[name] = found
     output_tokens = sum(m.output_tokens or 0 for m in ok)
+    scored = [r.score for r in mine if r.score is not None]
+    correct = sum(1 for score in scored if score >= 1.0)
     rss = [s.rss_bytes for s in samples if s.actor == actor]
     cpu = [s.cpu_percent for s in samples if s.actor == actor]
     return LevelSummary(
@@ -72,4 +75,7 @@ def summarize_level(
         peak_rss_bytes=max(rss) if rss else None,
         mean_rss_bytes=sum(rss) / len(rss) if rss else None,
         mean_cpu_percent=sum(cpu) / len(cpu) if cpu else None,
+        scored=len(scored),
+        correct=correct,
+        accuracy=correct / len(scored) if scored else None,
     )

@@ -1,6 +1,7 @@
 """`workbench bench`: run a benchmark, re-run a saved one, or compare saved runs.
 
     workbench bench --actor SPEC [--actor SPEC ...] [--prompts NAME|FILE] [--concurrency 1,2,4] ...
+    workbench bench --agreement --actor A --actor B [...]   (greedy answers compared pair by pair)
     workbench bench replay RUN.json [-o FILE]
     workbench bench compare A.json B.json [...]
 
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from workbench.bench.compare import compare_runs, plots, summary_table
+from workbench.bench.compare import compare_runs, divergence_lines, plots, summary_table
 from workbench.bench.prompts import BUILTIN_NAMES, load_prompts
 from workbench.bench.runner import BenchmarkRunner, BenchProgress, validate_config
 from workbench.errors import BenchmarkError
@@ -59,6 +60,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
                         help="where to save the run (default: the sessions folder)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
+    parser.add_argument("--agreement", action="store_true",
+                        help="send the same greedy prompts (default: the scored set) to two or more actors at "
+                        "concurrency 1 and report, per pair, identical-answer rate, mean first-divergence "
+                        "index (characters) and similarity (cosine for --op embed), beside accuracy")
     parser.set_defaults(handler=run, bench_command=None)
     commands = parser.add_subparsers(dest="bench_command", metavar="SUBCOMMAND")
     replay = commands.add_parser("replay", help="re-run the exact config of a saved run; saves a new file")
@@ -84,7 +89,11 @@ def run(args: argparse.Namespace) -> int:
         return code
     config = config_from_args(args)
     runner = BenchmarkRunner(config, prompts=load_prompts(config.prompts))
-    return execute(runner, args.output, getattr(args, "sessions", None), quiet=args.quiet)[0]
+    code, result = execute(runner, args.output, getattr(args, "sessions", None), quiet=args.quiet)
+    if getattr(args, "agreement", False):
+        for line in divergence_lines(result):
+            print(line)
+    return code
 
 
 def parse_levels(text: str) -> list[int]:
@@ -102,10 +111,14 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
         raise BenchmarkError("name at least one actor: workbench bench --actor transformers:smollm2")
     for spec in args.bench_actors:
         parse_spec(spec)  # a bad spec fails now, before any model loads
+    agreement = getattr(args, "agreement", False)
+    if agreement:
+        _check_agreement_args(args)
+    default_prompts = "embed" if args.op == "embed" else ("scored" if agreement else "short")
     config = BenchmarkConfig(
         actors=list(args.bench_actors),
         op=args.op,
-        prompts=args.prompts or ("embed" if args.op == "embed" else "short"),
+        prompts=args.prompts or default_prompts,
         concurrency=parse_levels(args.concurrency),
         max_tokens=None if args.op == "embed" else args.max_tokens,
         warmup=args.warmup,
@@ -115,6 +128,16 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
     )
     validate_config(config)
     return config
+
+
+def _check_agreement_args(args: argparse.Namespace) -> None:
+    """Agreement compares greedy answers, one request at a time: refuse settings that would not."""
+    if len(args.bench_actors) < 2:
+        raise BenchmarkError("--agreement compares actors: name two or more with --actor")
+    if args.temperature != 0.0:
+        raise BenchmarkError("--agreement compares greedy answers: leave --temperature at 0")
+    if parse_levels(args.concurrency) != [1]:
+        raise BenchmarkError("--agreement runs at concurrency 1 (answers do not depend on the level)")
 
 
 def output_path(run: BenchmarkRun, output: Path | None, sessions: str | None) -> Path:

@@ -1,21 +1,27 @@
 """Versioned file formats: a chat session (panes and every event, timed) and a benchmark run.
 
 Both are plain JSON validated by pydantic on load; nothing in a file is ever executed. Bump
-`SCHEMA_VERSION` when a change would make old readers misread a new file.
+`SCHEMA_VERSION` (sessions) or `BENCHMARK_VERSION` (benchmark runs) when a change would make old
+readers misread a new file, and add a step to `migrate_benchmark` so older files still load.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from workbench import __version__
 from workbench.metrics.request import RequestMetrics
 from workbench.runtimes.types import ChatMessage, GenerationOptions
 
 SCHEMA_VERSION = 1
+BENCHMARK_VERSION = 2
+"""Benchmark runs: 1 = speed only; 2 adds prompts' expectations, answers and scores, accuracy per
+summary, and agreement between actors (all optional, so a version-1 file migrates as it is)."""
+BENCHMARK_VERSIONS = (1, 2)
 SESSION_FORMAT = "workbench.session"
 JOURNAL_FORMAT = "workbench.session-journal"
 BENCHMARK_FORMAT = "workbench.benchmark"
@@ -139,8 +145,60 @@ class MachineInfo(Strict):
     python: str = ""
 
 
+MatchRule = Literal["exact", "contains", "regex", "choice", "number", "json"]
+
+
+class Expectation(Strict):
+    """What a right answer looks like (scored by `workbench.bench.scoring`).
+
+    - `exact`: the answer equals `value` (case-insensitive unless `case_sensitive`; surrounding
+      whitespace, quotes and a final full stop are ignored);
+    - `contains`: `value` occurs in the answer; `regex`: `value` (a Python regex) matches somewhere;
+    - `choice`: the first of `options` the answer names (as a whole word, case-insensitive) is
+      `value`; without `value`, naming any option is right;
+    - `number`: the answer's number (`pick`: the last one, as lm-eval-harness's flexible extract,
+      or the first, or any) is within `tolerance` of `value`;
+    - `json`: the answer (or the first JSON object/array in it, code fences allowed) parses, has the
+      `keys` (an object), and equals `value` on each key `value` gives (or equals `value` outright
+      when `value` is not an object).
+    """
+
+    match: MatchRule
+    value: Any = None
+    options: list[str] = Field(default_factory=list)
+    tolerance: float = Field(default=0.0, ge=0.0)
+    pick: Literal["last", "first", "any"] = "last"
+    keys: list[str] = Field(default_factory=list)
+    case_sensitive: bool = False
+
+    @model_validator(mode="after")
+    def _check_rule(self) -> Expectation:
+        rule = self.match
+        if rule in ("exact", "contains", "regex") and (not isinstance(self.value, str) or not self.value):
+            raise ValueError(f"'{rule}' needs 'value': a non-empty string")
+        if rule == "regex":
+            try:
+                re.compile(self.value)
+            except re.error as error:
+                raise ValueError(f"'value' is not a valid regular expression ({error})") from None
+        if rule == "choice":
+            if not self.options or not all(isinstance(o, str) and o.strip() for o in self.options):
+                raise ValueError("'choice' needs 'options': a non-empty list of non-empty strings")
+            if self.value is not None and (not isinstance(self.value, str)
+                                           or self.value.casefold() not in {o.casefold() for o in self.options}):
+                raise ValueError(f"'value' {self.value!r} is not one of 'options' {self.options}")
+        if rule == "number" and (isinstance(self.value, bool) or not isinstance(self.value, int | float)):
+            raise ValueError("'number' needs 'value': a number")
+        if rule != "json" and self.keys:
+            raise ValueError("'keys' only applies to match 'json'")
+        if rule != "choice" and self.options:
+            raise ValueError("'options' only applies to match 'choice'")
+        return self
+
+
 class BenchmarkPrompt(Strict):
-    """One benchmark request's input: chat messages (chat/generate) and/or texts to embed (embed).
+    """One benchmark request's input: chat messages (chat/generate) and/or texts to embed (embed),
+    and optionally what a right answer looks like.
 
     A run keeps the prompts it used, so a replay sends exactly the same requests even when the
     prompt file has changed or gone.
@@ -148,6 +206,7 @@ class BenchmarkPrompt(Strict):
 
     messages: list[ChatMessage] = Field(default_factory=list)
     inputs: list[str] = Field(default_factory=list)
+    expected: Expectation | None = None
 
 
 class BenchmarkConfig(Strict):
@@ -170,6 +229,9 @@ class RequestRecord(Strict):
     ok: bool
     error: str | None = None
     metrics: RequestMetrics | None = None
+    answer: str | None = Field(default=None, description="the answer's text (chat/generate)")
+    score: float | None = Field(default=None, description="1 right, 0 wrong; None when not scored")
+    score_note: str | None = Field(default=None, description="why it scored so, in a few words")
 
 
 class ResourceRecord(Strict):
@@ -201,11 +263,40 @@ class LevelSummary(Strict):
     peak_rss_bytes: int | None = None
     mean_rss_bytes: float | None = None
     mean_cpu_percent: float | None = None
+    scored: int = Field(default=0, description="requests whose prompt had an expectation")
+    correct: int = 0
+    accuracy: float | None = Field(default=None, description="correct / scored; None when nothing was scored")
+
+
+class PromptAgreement(Strict):
+    """Two actors' answers to one prompt: equal or not, where they first differ, how alike."""
+
+    prompt_index: int
+    identical: bool
+    first_divergence: int | None = Field(default=None, description="character index; None when identical")
+    similarity: float | None = Field(default=None, description="normalised Levenshtein similarity 0..1 (text)")
+    cosine: float | None = Field(default=None, description="mean cosine similarity of the vectors (embed)")
+
+
+class PairAgreement(Strict):
+    """How often actor `a` and actor `b` gave the same answer to the same greedy prompt."""
+
+    a: str
+    b: str
+    compared: int
+    identical: int
+    identical_rate: float
+    mean_first_divergence: float | None = Field(
+        default=None, description="mean character index of the first difference, over the differing answers")
+    mean_similarity: float | None = None
+    mean_cosine: float | None = None
+    min_cosine: float | None = None
+    prompts: list[PromptAgreement] = Field(default_factory=list)
 
 
 class BenchmarkRun(Strict):
     format: Literal["workbench.benchmark"] = BENCHMARK_FORMAT
-    version: int = SCHEMA_VERSION
+    version: int = BENCHMARK_VERSION
     id: str
     created_at: datetime = Field(default_factory=utc_now)
     machine: MachineInfo = Field(default_factory=MachineInfo)
@@ -216,3 +307,13 @@ class BenchmarkRun(Strict):
     summaries: list[LevelSummary] = Field(default_factory=list)
     prompt_set: list[BenchmarkPrompt] = Field(default_factory=list)
     notes: dict[str, Any] = Field(default_factory=dict)
+    agreement: list[PairAgreement] = Field(default_factory=list)
+
+
+def migrate_benchmark(data: dict[str, Any]) -> dict[str, Any]:
+    """A benchmark file's JSON brought up to `BENCHMARK_VERSION` (the caller checked it is one of
+    `BENCHMARK_VERSIONS`). Version 1 -> 2 only added optional fields, so it just moves the number."""
+    version = data.get("version")
+    if version == 1:
+        data = {**data, "version": 2}
+    return data

@@ -27,6 +27,7 @@ from workbench.errors import SessionFileError
 from workbench.sessions.redact import redact
 from workbench.sessions.schema import (
     BENCHMARK_FORMAT,
+    BENCHMARK_VERSIONS,
     JOURNAL_FORMAT,
     SCHEMA_VERSION,
     SESSION_FORMAT,
@@ -35,6 +36,7 @@ from workbench.sessions.schema import (
     PaneRecord,
     SessionEvent,
     SessionHeader,
+    migrate_benchmark,
 )
 
 MAX_FILE_BYTES = 256 * 1024 * 1024
@@ -196,17 +198,17 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(problems) + more
 
 
-def _check_format(path: Path, data: Any, expected: tuple[str, ...]) -> None:
+def _check_format(path: Path, data: Any, expected: tuple[str, ...],
+                  versions: tuple[int, ...] = (SCHEMA_VERSION,)) -> None:
     if not isinstance(data, dict):
         raise SessionFileError(path, f"expected a JSON object, found {type(data).__name__}")
     found = data.get("format")
     if found not in expected:
         raise SessionFileError(path, f"not a workbench file of the expected kind (format {found!r}, expected {' or '.join(expected)})")
     version = data.get("version")
-    if type(version) is not int or version != SCHEMA_VERSION:  # true and 1.0 equal 1, but are not versions
-        raise SessionFileError(
-            path, f"unsupported version {version!r}: this workbench reads version {SCHEMA_VERSION}"
-        )
+    if type(version) is not int or version not in versions:  # true and 1.0 equal 1, but are not versions
+        readable = " or ".join(map(str, versions))
+        raise SessionFileError(path, f"unsupported version {version!r}: this workbench reads version {readable}")
 
 
 def _validate(path: Path, model: type[M], data: Any, where: str = "") -> M:
@@ -249,8 +251,8 @@ def _load_journal(path: Path, text: str) -> ChatSession:
 def load_benchmark(path: Path | str) -> BenchmarkRun:
     path = Path(path)
     data = _parse_json(path, _read_text(path))
-    _check_format(path, data, (BENCHMARK_FORMAT,))
-    return _validate(path, BenchmarkRun, data)
+    _check_format(path, data, (BENCHMARK_FORMAT,), BENCHMARK_VERSIONS)
+    return _validate(path, BenchmarkRun, migrate_benchmark(data))
 
 
 # ----- listing --------------------------------------------------------------------------------------------

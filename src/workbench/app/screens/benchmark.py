@@ -4,6 +4,11 @@ table and plots when it is done, and open saved runs.
 The run is the same `BenchmarkRunner` the command line uses, in a worker on the app's loop (the
 actors stream there; nothing blocks the UI). The panes' actors are used as they are and left
 running; the runner raises the global concurrency limit to each level and puts it back after.
+
+The results table has an accuracy column (right/scored, for prompts with an expectation) and, with
+two or more actors, the agreement table shows each pair's identical-answer rate, mean first
+divergence (characters) and similarity. Every cell is plain text: actor names, file names and
+answers never go through Textual markup.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -20,7 +26,7 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar, Static
 
 from workbench.app.widgets import css_beside
-from workbench.bench.compare import COLUMNS_BY_KEY, SUMMARY_KEYS, fmt, plots
+from workbench.bench.compare import AGREEMENT_HEADERS, COLUMNS_BY_KEY, SUMMARY_KEYS, agreement_cells, plots
 from workbench.bench.prompts import load_prompts
 from workbench.bench.runner import BenchmarkRunner, BenchProgress
 from workbench.commands.bench import parse_levels
@@ -29,6 +35,11 @@ from workbench.runtimes.base import ModelRuntimeActor
 from workbench.runtimes.types import GenerationOptions
 from workbench.sessions.schema import BENCHMARK_FORMAT, BenchmarkConfig, BenchmarkPrompt, BenchmarkRun
 from workbench.sessions.store import peek_format, load_benchmark, save_benchmark
+
+
+def plain(value: object) -> Text:
+    """A table cell shown as it is (a DataTable reads a bare string as markup)."""
+    return Text(str(value), end="")
 
 
 def saved_runs(folder: Path) -> list[Path]:
@@ -96,6 +107,8 @@ class BenchmarkScreen(Screen[None]):
                 yield Static("", id="bench-status", markup=False)
             with VerticalScroll(id="bench-output"):
                 yield DataTable(id="bench-results", zebra_stripes=True, cursor_type="row")
+                yield Static("", id="bench-agreement-title", classes="title", markup=False)
+                yield DataTable(id="bench-agreement", zebra_stripes=True, cursor_type="row")
                 yield Static("", id="bench-plots", markup=False)
             yield Static("Saved runs (select one and press ctrl+o)", classes="title", markup=False)
             yield DataTable(id="bench-runs", cursor_type="row", zebra_stripes=True)
@@ -104,6 +117,9 @@ class BenchmarkScreen(Screen[None]):
     def on_mount(self) -> None:
         results = self.query_one("#bench-results", DataTable)
         results.add_columns("actor", "conc", "req", "err", *(COLUMNS_BY_KEY[key].short for key in SUMMARY_KEYS))
+        agreement = self.query_one("#bench-agreement", DataTable)
+        agreement.add_columns(*AGREEMENT_HEADERS)
+        agreement.display = False
         self.query_one("#bench-runs", DataTable).add_columns("file", "date", "actors", "levels")
         self.action_reload()
 
@@ -181,9 +197,18 @@ class BenchmarkScreen(Screen[None]):
         table.clear()
         for s in run.summaries:
             table.add_row(
-                s.actor, str(s.concurrency), str(s.requests), str(s.errors),
-                *(fmt(COLUMNS_BY_KEY[key].get(s), COLUMNS_BY_KEY[key].digits) for key in SUMMARY_KEYS),
+                *map(plain, (s.actor, s.concurrency, s.requests, s.errors)),
+                *(plain(COLUMNS_BY_KEY[key].cell(s)) for key in SUMMARY_KEYS),
             )
+        agreement = self.query_one("#bench-agreement", DataTable)
+        agreement.clear()
+        for pair in run.agreement:
+            agreement.add_row(*map(plain, agreement_cells(pair)))
+        agreement.display = bool(run.agreement)
+        self.query_one("#bench-agreement-title", Static).update(
+            "Agreement between actors (same prompts, greedy): identical answers, mean character where "
+            "differing answers part, normalised edit similarity; cosine for embeddings"
+            if run.agreement else "")
         width = max(40, min(120, self.size.width - 4))
         self.query_one("#bench-plots", Static).update(plots([run], [run.id], width=width))
 
@@ -192,7 +217,7 @@ class BenchmarkScreen(Screen[None]):
         table = self.query_one("#bench-runs", DataTable)
         table.clear()
         for path in self.runs:
-            table.add_row(path.name, "", "", "", key=str(path))
+            table.add_row(plain(path.name), "", "", "", key=str(path))
         self.describe_runs(list(self.runs))
 
     @work(exclusive=True, group="describe")
@@ -203,11 +228,11 @@ class BenchmarkScreen(Screen[None]):
             try:
                 run = await asyncio.to_thread(load_benchmark, path)
             except WorkbenchError as error:
-                table.update_cell(str(path), table.ordered_columns[1].key, f"unreadable: {error}"[:60])
+                table.update_cell(str(path), table.ordered_columns[1].key, plain(f"unreadable: {error}"[:60]))
                 continue
             columns = table.ordered_columns
             table.update_cell(str(path), columns[1].key, f"{run.created_at:%Y-%m-%d %H:%M}")
-            table.update_cell(str(path), columns[2].key, ", ".join(run.config.actors))
+            table.update_cell(str(path), columns[2].key, plain(", ".join(run.config.actors)))
             table.update_cell(str(path), columns[3].key, ",".join(map(str, run.config.concurrency)))
 
     @on(DataTable.RowSelected, "#bench-runs")
