@@ -23,14 +23,39 @@ def redact_text(text: str) -> str:
 
 
 def redact(value: Any) -> Any:
-    """A copy of a JSON-able value with secret-named keys and secret-looking strings redacted."""
+    """A copy of a JSON-able value with secret-named keys and secret-looking strings redacted. Keys
+    are cleaned too (an actor spec with `user:pass@` can be a key); two keys that clean to the same
+    text stay apart as `key#2`, `key#3`..., so nothing is silently merged or lost."""
     if isinstance(value, dict):
-        return {
-            key: (REDACTED if isinstance(key, str) and _SECRET_KEY.fullmatch(key) and item not in (None, "") else redact(item))
-            for key, item in value.items()
-        }
+        cleaned: dict[Any, Any] = {}
+        for key, item in value.items():
+            secret = isinstance(key, str) and _SECRET_KEY.fullmatch(key) and item not in (None, "")
+            new_key = _unique_key(redact_text(key), cleaned) if isinstance(key, str) else key
+            cleaned[new_key] = REDACTED if secret else redact(item)
+        return cleaned
     if isinstance(value, list):
         return [redact(item) for item in value]
     if isinstance(value, str):
         return redact_text(value)
     return value
+
+
+def _unique_key(key: str, taken: dict[Any, Any]) -> str:
+    if key not in taken:
+        return key
+    number = 2
+    while f"{key}#{number}" in taken:
+        number += 1
+    return f"{key}#{number}"
+
+
+def redacted_labels(specs: list[str]) -> list[str]:
+    """Labels safe to save for a list of actor specs: each spec without credentials, and `#2`, `#3`...
+    when specs repeat, or differ only by credentials, so each actor keeps its own records."""
+    taken: dict[str, None] = {}
+    labels = []
+    for spec in specs:
+        label = _unique_key(redact_text(spec), taken)
+        taken[label] = None
+        labels.append(label)
+    return labels
