@@ -14,7 +14,7 @@ from workbench.errors import WorkbenchError
 from workbench.metrics import otel
 
 # Subcommand modules, in the order `--help` lists them. A module that is absent is skipped.
-COMMAND_MODULES = ("run", "runtimes", "serve", "bench", "replay")
+COMMAND_MODULES = ("run", "runtimes", "serve", "control", "bench", "replay")
 
 
 def build_parser() -> argparse.ArgumentParser:

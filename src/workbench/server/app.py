@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from workbench.runtimes.base import ModelRuntimeActor
+from workbench.server.control_api import ControlAPI
 from workbench.server.http import HTTPServer, ServerLimits
 from workbench.server.ollama_api import OllamaAPI
 from workbench.server.openai_api import OpenAIAPI, openai_error
@@ -29,6 +30,9 @@ class APIServer:
         self.router = Router()
         self.router.include(self.api.routes())
         self.router.include(self.openai.routes())
+        aliases = {name: served.actor for key, served in self.api.models.items() for name in (key, served.name)}
+        self.control = ControlAPI(self.actors, aliases)  # /workbench/... for ps, stop, restart, logs
+        self.router.include(self.control.routes())
         self.router.error_shape("/v1/", openai_error)
         self.http = HTTPServer(self.router, host, port, limits=limits, error_body=self.router.error_body)
 
@@ -41,6 +45,7 @@ class APIServer:
 
     async def close(self) -> None:
         await self.http.close()
+        self.control.close()
 
     async def __aenter__(self) -> APIServer:
         await self.start()
