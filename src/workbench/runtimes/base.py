@@ -12,7 +12,7 @@ import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
@@ -39,7 +39,13 @@ from workbench.runtimes.types import (
 )
 
 TEXT_OPERATIONS = ("generate", "complete", "chat", "think", "summarize_text", "summarize_image")
-OPERATIONS = (*TEXT_OPERATIONS, "embed", "stats")
+# Seed 002's message kinds. A *query* asks the actor for an answer; a *read* gives it input without
+# asking for one (context it keeps ahead of every later query, until `forget`); the *nop* tells it no
+# more work is coming: that is `stop()` (drain=True runs what is queued first).
+QUERY_OPERATIONS = (*TEXT_OPERATIONS, "embed")
+READ_OPERATIONS = ("read", "forget")
+OPERATIONS = (*QUERY_OPERATIONS, *READ_OPERATIONS, "stats")
+MessageKind = Literal["query", "read", "nop"]
 
 SUMMARIZE_TEXT_INSTRUCTION = (
     "Summarize the following text in a few sentences. Keep the key facts; add nothing that is not in it."
@@ -73,6 +79,27 @@ class ChatRequest(BaseModel):
 class EmbedRequest(BaseModel):
     inputs: list[str]
     options: GenerationOptions = Field(default_factory=GenerationOptions)
+
+
+class ReadRequest(BaseModel):
+    messages: list[ChatMessage]
+
+
+class ReadReceipt(BaseModel):
+    """What a `read` (or `forget`) left: the messages it added, and the context the actor now keeps."""
+
+    read: int
+    context_messages: int
+    context_chars: int
+
+
+def message_kind(operation: str) -> MessageKind:
+    """`query`, `read` or `nop` (seed 002) for an operation name."""
+    if operation in READ_OPERATIONS:
+        return "read"
+    if operation == "stop":
+        return "nop"
+    return "query"
 
 
 class TextReply(Reply[Completion]):
@@ -132,6 +159,7 @@ class ModelRuntimeActor(Actor):
         self.threads = threads if threads is not None else (os.cpu_count() or 1)
         self.requests = 0
         self.last_metrics: RequestMetrics | None = None
+        self.context: list[ChatMessage] = []  # what `read` gave it, ahead of every query's own input
         otel.watch(self)
 
     # ----- what the runtime can do here -------------------------------------------------------------
@@ -228,6 +256,51 @@ class ModelRuntimeActor(Actor):
             raise ValueError("embed needs at least one input")
         return self.send("embed", EmbedRequest(inputs=batch, options=self._options(options)))
 
+    def read(
+        self,
+        content: str | ChatMessage | dict[str, Any] | Sequence[ChatMessage | dict[str, Any]],
+        *,
+        role: Literal["user", "system", "assistant"] = "user",
+    ) -> Reply[ReadReceipt]:
+        """Give the actor input without asking for a reply (seed 002's *read*): a document, context, an
+        earlier turn. It goes through the mailbox in order with the queries, holds no concurrency slot
+        (no model runs), and stays ahead of every later query's input, in the order read, until
+        `forget()`. A text is read as one message of `role`."""
+        messages = [ChatMessage(role=role, content=content)] if isinstance(content, str) else as_messages(content)
+        if not any(message.text.strip() or message.image_urls() for message in messages):
+            raise ValueError("read needs something to read: the text (or image) is empty")
+        return self.send("read", ReadRequest(messages=messages), limited=False)
+
+    def forget(self) -> Reply[ReadReceipt]:
+        """Drop everything read so far (after the messages already queued have run)."""
+        return self.send("forget", None, limited=False)
+
+    def handle_read(self, message: Message) -> ReadReceipt:
+        request: ReadRequest = message.payload
+        self.context.extend(request.messages)
+        return self._receipt(len(request.messages))
+
+    def handle_forget(self, message: Message) -> ReadReceipt:
+        self.context.clear()
+        return self._receipt(0)
+
+    def _receipt(self, read: int) -> ReadReceipt:
+        chars = sum(len(message.text) for message in self.context)
+        return ReadReceipt(read=read, context_messages=len(self.context), context_chars=chars)
+
+    def in_context(self, request: BaseModel) -> BaseModel:
+        """The request with what the actor has read put ahead of its own input."""
+        if not self.context:
+            return request
+        if isinstance(request, ChatRequest):
+            return request.model_copy(update={"messages": [*self.context, *request.messages]})
+        if isinstance(request, GenerateRequest):
+            texts = [message.text for message in self.context if message.text]
+            images = [url for message in self.context for url in message.image_urls()]
+            return request.model_copy(update={"prompt": "\n\n".join([*texts, request.prompt]),
+                                              "images": [*images, *request.images]})
+        return request
+
     async def stats(self) -> RuntimeStats:
         """A snapshot, answered at once: it does not wait behind queued work in the mailbox."""
         return RuntimeStats(
@@ -262,9 +335,9 @@ class ModelRuntimeActor(Actor):
     def receive(self, message: Message) -> Any:
         operation = message.operation
         if operation in ("generate", "complete"):
-            return self._measured(message, self.stream_generate(message.payload, message))
+            return self._measured(message, self.stream_generate(self.in_context(message.payload), message))
         if operation in ("chat", "think", "summarize_text", "summarize_image"):
-            return self._measured(message, self.stream_chat(message.payload, message))
+            return self._measured(message, self.stream_chat(self.in_context(message.payload), message))
         if operation == "embed":
             return self._embed_measured(message)
         return super().receive(message)
