@@ -116,6 +116,9 @@ class TorchWorker(ModelWorker):
         self.engine: Any = None
         self.load_time_s: float | None = None
 
+    def import_libraries(self) -> None:
+        import workbench.engine  # noqa: F401 - torch and the engine's kernels, before the baseline
+
     def load(self, progress: ProgressCallback) -> None:
         from workbench.engine import DEFAULT_WEIGHTS, LlamaEngine
 

@@ -190,6 +190,9 @@ class TransformersWorker(ModelWorker):
         torch.set_num_threads(self.threads)
         self.threads_in_use = torch.get_num_threads()
 
+    def import_libraries(self) -> None:
+        import transformers  # noqa: F401 - before the baseline (torch is imported with this module)
+
     def load(self, progress: ProgressCallback) -> None:
         self._apply_threads()
         if self._preloaded is not None:

@@ -11,7 +11,8 @@ Two halves, so that where a model runs never touches the runtime's own code:
   memory it holds. The actor keeps its mailbox, the concurrency limit, metrics and events; only
   the model moves.
 
-Everything that crosses the boundary is plain data: a `WorkerSpec` (pydantic) to build the worker,
+A placement builds the worker, calls `import_libraries()`, reads the baseline memory, then
+`load(progress)`. Everything that crosses the boundary is plain data: a `WorkerSpec` (pydantic) to build the worker,
 requests as dicts (the pydantic request dumped with `model_dump(mode="json")`), `Chunk`s and
 `Embeddings` back. A worker that dies surfaces as `WorkerDied`, an `ActorCrashed`: the message
 fails with a clear error, the actor turns FAILED and a supervisor restarts it.
@@ -91,6 +92,10 @@ class ModelWorker(abc.ABC):
         import os
 
         return int(self.spec.options.get("threads") or os.cpu_count() or 1)
+
+    def import_libraries(self) -> None:
+        """Import the runtime's libraries (torch, transformers...) before the model loads, so the
+        worker's baseline memory includes them and "model memory" is the model's alone."""
 
     @abc.abstractmethod
     def load(self, progress: ProgressCallback) -> None:

@@ -50,6 +50,7 @@ class ThreadPlacement(Placement):
         def build_and_load() -> None:
             if self.worker is None:
                 self.worker = load_worker_class(self.spec.factory)(self.spec)
+            self.worker.import_libraries()
             self._baseline = read_memory()
             self.worker.load(report)
 
