@@ -7,13 +7,13 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.scripted import ScriptedActor
+from tests.support.shouting import ShoutingActor
 from workbench.actors.limit import ConcurrencyLimit
 from workbench.bench.compare import compare_runs, divergence_lines, summary_table
 from workbench.bench.prompts import parse_prompt_lines
@@ -31,16 +31,6 @@ PROMPTS_TEXT = (
     '"no expectation here"\n'
 )
 PROMPTS = parse_prompt_lines(PROMPTS_TEXT)
-
-
-class ShoutingActor(ScriptedActor):
-    """Answers like the scripted actor but shouts the third word: answers part at a known character."""
-
-    runtime = "shouting"
-
-    def _words(self, text: str) -> Iterator[str]:
-        for index, word in enumerate(super()._words(text)):
-            yield word.upper() if index == 2 else word
 
 
 @pytest.fixture

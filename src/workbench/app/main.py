@@ -57,6 +57,7 @@ class WorkbenchApp(App[int]):
         Binding("ctrl+o", "browse_sessions", "Sessions", id="session.browse"),
         Binding("ctrl+g", "toggle_graphs", "Graphs", id="graphs.toggle"),
         Binding("ctrl+b", "benchmark", "Benchmark", id="app.benchmark"),
+        Binding("f3", "compare_answers", "Compare answers", id="app.compare_answers"),
     ]
 
     def __init__(
@@ -297,6 +298,17 @@ class WorkbenchApp(App[int]):
         actors = [pane.actor for pane in self.panes if pane.actor is not None]
         self.push_screen(BenchmarkScreen(actors, self.sessions_dir))
 
+    def action_compare_answers(self) -> None:
+        """The answers of the panes to a prompt they all got, aligned, divergence marked."""
+        from workbench.app.screens.answers import AnswersScreen, shared_prompts
+
+        shared = shared_prompts([(pane.title, pane.history) for pane in self.panes])
+        if not shared:
+            self.notify("no prompt has answers from two panes yet: send one to all (ctrl+t) first",
+                        severity="warning")
+            return
+        self.push_screen(AnswersScreen(shared))
+
     # ----- command palette -----------------------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -306,6 +318,8 @@ class WorkbenchApp(App[int]):
         yield SystemCommand("Browse sessions", "Play back or re-run a saved session", self.action_browse_sessions)
         yield SystemCommand("Toggle graphs", "Show or hide the memory and latency graphs", self.action_toggle_graphs)
         yield SystemCommand("Benchmark", "Benchmark the panes' actors; open saved runs", self.action_benchmark)
+        yield SystemCommand("Compare answers", "One prompt's answers across panes: first divergence, similarity, "
+                            "accuracy", self.action_compare_answers)
         for pane in self.panes:
             if pane.actor is None:
                 continue
