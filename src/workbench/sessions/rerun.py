@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Literal
 
 from workbench.errors import NotSupported, RuntimeUnavailable, SessionFileError, SpecError
-from workbench.runtimes.base import ChatRequest, ModelRuntimeActor, TextReply
+from workbench.actors.actor import Reply
+from workbench.runtimes.base import ChatRequest, ModelRuntimeActor, ReadReceipt, TextReply
 from workbench.runtimes.registry import create_actor
 from workbench.runtimes.types import ChatMessage, Completion, GenerationOptions
 from workbench.sessions.playback import CHAT_OPERATIONS, Turn, history_messages, transcript
@@ -99,9 +100,12 @@ def plan_actors(session: ChatSession, actors: ActorsArgument) -> dict[str, Model
 
 def send_turn(
     actor: ModelRuntimeActor, turn: Turn, history: list[ChatMessage], options: GenerationOptions
-) -> TextReply:
-    """Send a recorded turn's prompt through the operation it was recorded with."""
+) -> TextReply | Reply[ReadReceipt]:
+    """Send a recorded turn's prompt through the operation it was recorded with (a `read` turn is
+    read again: the actor keeps it as context for the turns after it)."""
     prompt = turn.prompt
+    if turn.operation == "read":
+        return actor.read(prompt)
     if turn.operation == "chat":
         return actor.chat([*history, prompt], options=options)
     if turn.operation == "think":
@@ -200,10 +204,13 @@ async def _rerun_pane(
                                operation=old.operation, options=chosen)
         await _report(on_progress, RerunProgress("started", pane_id, old.index, old))
         try:
-            async for chunk in reply:
-                if chunk.text or chunk.thinking:
-                    await _report(on_progress, RerunProgress("chunk", pane_id, old.index, old,
-                                                             text=chunk.text, thinking=chunk.thinking))
+            if isinstance(reply, TextReply):
+                async for chunk in reply:
+                    if chunk.text or chunk.thinking:
+                        await _report(on_progress, RerunProgress("chunk", pane_id, old.index, old,
+                                                                 text=chunk.text, thinking=chunk.thinking))
+            else:  # a read: nothing streams back
+                await reply
         except Exception:
             pass  # the recorder journaled the error or cancellation; the transcript shows it
         answered.append(_new_turn(recorder, pane_id, reply.correlation_id))

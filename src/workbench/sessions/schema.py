@@ -2,7 +2,8 @@
 
 Both are plain JSON validated by pydantic on load; nothing in a file is ever executed. Bump
 `SCHEMA_VERSION` (sessions) or `BENCHMARK_VERSION` (benchmark runs) when a change would make old
-readers misread a new file, and add a step to `migrate_benchmark` so older files still load.
+readers misread a new file, and add a step to `migrate_session` / `migrate_benchmark` so older files
+still load.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ from workbench import __version__
 from workbench.metrics.request import RequestMetrics
 from workbench.runtimes.types import ChatMessage, GenerationOptions
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""Sessions: 1 = prompts were all queries; 2 adds prompt events with operation `read` (context an
+actor read without answering; a version-1 reader would have re-run the turns after it without it).
+Nothing else changed, so a version-1 file migrates as it is."""
+SESSION_VERSIONS = (1, 2)
 BENCHMARK_VERSION = 2
 """Benchmark runs: 1 = speed only; 2 adds prompts' expectations, answers and scores, accuracy per
 summary, and agreement between actors (all optional, so a version-1 file migrates as it is)."""
@@ -52,7 +57,9 @@ class _Event(Strict):
 
 
 class PromptEvent(_Event):
-    """A prompt sent to a pane: the new user turn and the operation it went through."""
+    """A prompt sent to a pane: the new user turn and the operation it went through. Operation `read`
+    (version 2): the message was given as context, without asking for a reply; it is answered by a
+    `done` event without text."""
 
     kind: Literal["prompt"] = "prompt"
     operation: str = "chat"
@@ -308,6 +315,14 @@ class BenchmarkRun(Strict):
     prompt_set: list[BenchmarkPrompt] = Field(default_factory=list)
     notes: dict[str, Any] = Field(default_factory=dict)
     agreement: list[PairAgreement] = Field(default_factory=list)
+
+
+def migrate_session(data: dict[str, Any]) -> dict[str, Any]:
+    """A session file's (or journal header's) JSON brought up to `SCHEMA_VERSION` (the caller checked
+    it is one of `SESSION_VERSIONS`). Version 1 -> 2 only added a meaning, so it just moves the number."""
+    if data.get("version") == 1:
+        data = {**data, "version": 2}
+    return data
 
 
 def migrate_benchmark(data: dict[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from workbench.sessions.schema import (
     BENCHMARK_VERSIONS,
     JOURNAL_FORMAT,
     SCHEMA_VERSION,
+    SESSION_VERSIONS,
     SESSION_FORMAT,
     BenchmarkRun,
     ChatSession,
@@ -37,6 +38,7 @@ from workbench.sessions.schema import (
     SessionEvent,
     SessionHeader,
     migrate_benchmark,
+    migrate_session,
 )
 
 MAX_FILE_BYTES = 256 * 1024 * 1024
@@ -224,8 +226,8 @@ def load_session(path: Path | str) -> ChatSession:
     if path.name.endswith(".jsonl"):
         return _load_journal(path, _read_text(path, complete_lines_only=True))
     data = _parse_json(path, _read_text(path))
-    _check_format(path, data, (SESSION_FORMAT,))
-    return _validate(path, ChatSession, data)
+    _check_format(path, data, (SESSION_FORMAT,), SESSION_VERSIONS)
+    return _validate(path, ChatSession, migrate_session(data))
 
 
 def _load_journal(path: Path, text: str) -> ChatSession:
@@ -234,8 +236,8 @@ def _load_journal(path: Path, text: str) -> ChatSession:
     if not complete:
         raise SessionFileError(path, "empty journal (no complete header line)")
     header_data = _parse_json(path, complete[0], " on line 1")
-    _check_format(path, header_data, (JOURNAL_FORMAT,))
-    header = _validate(path, SessionHeader, header_data, " on line 1")
+    _check_format(path, header_data, (JOURNAL_FORMAT,), SESSION_VERSIONS)
+    header = _validate(path, SessionHeader, migrate_session(header_data), " on line 1")
     events = []
     for number, line in enumerate(complete[1:], start=2):
         if not line.strip():
