@@ -51,9 +51,11 @@ async def test_browse_and_play_back_instantly(make_app, tmp_path):
         await pilot.press("ctrl+o")
         browser = app.screen
         assert isinstance(browser, SessionBrowser)
+        await wait_until(pilot, lambda: browser.loaded)  # the folder is read off the UI thread
         assert [s.name for s in browser.summaries] == ["my comparison"]
         assert "broken.json" in str(browser.query_one("#problems").content)
         await pilot.press("i")
+        await wait_until(pilot, lambda: isinstance(app.screen, PlaybackScreen))
         playback = app.screen
         assert isinstance(playback, PlaybackScreen)
         await wait_until(pilot, lambda: playback.finished)
@@ -71,7 +73,10 @@ async def test_rerun_shows_recorded_and_new_answers_side_by_side(make_app, tmp_p
     app = make_app()
     async with app.run_test(size=(160, 45)) as pilot:
         await chat_and_save(app, pilot)
-        await pilot.press("ctrl+o", "r")
+        await pilot.press("ctrl+o")
+        await wait_until(pilot, lambda: isinstance(app.screen, SessionBrowser) and app.screen.loaded)
+        await pilot.press("r")
+        await wait_until(pilot, lambda: isinstance(app.screen, RerunScreen))
         rerun = app.screen
         assert isinstance(rerun, RerunScreen)
         await wait_until(pilot, lambda: rerun.result is not None)

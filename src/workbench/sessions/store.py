@@ -14,12 +14,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, BinaryIO, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -155,26 +156,51 @@ class SessionJournal:
 
 
 # ----- loading --------------------------------------------------------------------------------------------
-def _read_text(path: Path, *, complete_lines_only: bool = False) -> str:
-    """The file's text. With `complete_lines_only` (a journal), bytes after the last newline are
-    dropped before decoding: a crash may cut that line inside a multi-byte character."""
+def open_regular_file(path: Path) -> BinaryIO:
+    """Open `path` for reading only if it is a regular file (a symlink to one is fine). The open
+    never blocks (O_NONBLOCK: a FIFO would wait for a writer forever), and a FIFO, device (a link to
+    `/dev/zero`), socket or folder is refused by what the opened descriptor is, so nothing can swap
+    the file between the check and the read."""
     try:
-        size = path.stat().st_size
+        handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise SessionFileError(path, "no such file") from None
     except OSError as error:
         raise SessionFileError(path, f"cannot read it ({error.strerror})") from None
-    if size > MAX_FILE_BYTES:
-        raise SessionFileError(path, f"file is {size} bytes, more than the {MAX_FILE_BYTES} bytes allowed")
+    mode = os.fstat(handle).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(handle)
+        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a folder" if stat.S_ISDIR(mode) else "a socket" if stat.S_ISSOCK(mode) else "special")
+        raise SessionFileError(path, f"not a regular file ({kind}); only regular files are read")
+    return os.fdopen(handle, "rb")
+
+
+def read_bounded(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    """A regular file's bytes, refusing it once it holds more than `limit` (read at most limit+1)."""
     try:
-        data = path.read_bytes()
+        with open_regular_file(path) as stream:
+            size = os.fstat(stream.fileno()).st_size
+            if size > limit:
+                raise SessionFileError(path, f"file is {size} bytes, more than the {limit} bytes allowed")
+            data = stream.read(limit + 1)
+    except OSError as error:
+        raise SessionFileError(path, f"cannot read it ({error.strerror})") from None
+    if len(data) > limit:  # it grew while we read it
+        raise SessionFileError(path, f"file is more than the {limit} bytes allowed")
+    return data
+
+
+def _read_text(path: Path, *, complete_lines_only: bool = False) -> str:
+    """The file's text. With `complete_lines_only` (a journal), bytes after the last newline are
+    dropped before decoding: a crash may cut that line inside a multi-byte character."""
+    data = read_bounded(path)
+    try:
         if complete_lines_only:
             data = data[: data.rfind(b"\n") + 1]
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise SessionFileError(path, f"not UTF-8 text (byte {error.start})") from None
-    except OSError as error:
-        raise SessionFileError(path, f"cannot read it ({error.strerror})") from None
 
 
 def _reject_constant(name: str) -> Any:
@@ -297,8 +323,13 @@ def list_sessions(folder: Path | None = None) -> tuple[list[SessionSummary], lis
 
 
 def peek_format(path: Path) -> str | None:
-    with open(path, "rb") as stream:
-        head = stream.read(4096).decode("utf-8", errors="replace")
+    """The `format` named in the file's first 4 KB, if any (raises SessionFileError for a file that
+    is not a regular file or cannot be read)."""
+    try:
+        with open_regular_file(path) as stream:
+            head = stream.read(4096).decode("utf-8", errors="replace")
+    except OSError as error:
+        raise SessionFileError(path, f"cannot read it ({error.strerror})") from None
     marker = head.find('"format"')
     if marker < 0:
         return None

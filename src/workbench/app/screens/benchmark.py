@@ -51,7 +51,7 @@ def saved_runs(folder: Path) -> list[Path]:
         try:
             if peek_format(path) == BENCHMARK_FORMAT:
                 found.append(path)
-        except OSError:
+        except (OSError, WorkbenchError):  # unreadable, or not a regular file (a FIFO would hang)
             continue
     return sorted(found, key=lambda path: path.stat().st_mtime, reverse=True)
 

@@ -1,10 +1,17 @@
 """The session browser: saved sessions (date, panes, turns), unreadable files with their error, and
-keys to play one back or re-run it."""
+keys to play one back or re-run it.
+
+Folders and files are read on a worker thread (a slow disk, a huge file or a hostile one never
+freezes the app), and every string from a file is shown as plain text, never as markup.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from pathlib import Path
+
+from rich.text import Text
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -12,7 +19,9 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from workbench.app.screens.benchmark import plain
 from workbench.errors import SessionFileError
+from workbench.sessions.schema import ChatSession
 from workbench.sessions.store import SessionSummary, list_sessions, load_session
 
 
@@ -40,6 +49,8 @@ class SessionBrowser(Screen[None]):
         self.hide = hide
         self.summaries: list[SessionSummary] = []
         self.problems: list[SessionFileError] = []
+        self.loaded = False  # the folder has been read (it is read off the UI thread)
+        self.opening = False  # a session file is being read for play or re-run
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -55,18 +66,24 @@ class SessionBrowser(Screen[None]):
         table.focus()
 
     def action_reload(self) -> None:
-        summaries, self.problems = list_sessions(self.folder)
+        self.loaded = False
+        self.run_worker(self._reload(), exclusive=True, group="sessions.reload")
+
+    async def _reload(self) -> None:
+        summaries, problems = await asyncio.to_thread(list_sessions, self.folder)
+        self.problems = problems
         self.summaries = [summary for summary in summaries if summary.path != self.hide]
         table = self.query_one("#sessions", DataTable)
         table.clear()
         for summary in self.summaries:
-            table.add_row(summary.name, f"{summary.created_at:%Y-%m-%d %H:%M}", ", ".join(summary.panes),
-                          str(summary.turns), "unsaved journal" if summary.journal else "saved",
-                          key=str(summary.path))
+            table.add_row(plain(summary.name), f"{summary.created_at:%Y-%m-%d %H:%M}",
+                          plain(", ".join(summary.panes)), str(summary.turns),
+                          "unsaved journal" if summary.journal else "saved", key=str(summary.path))
         if not self.summaries:
             table.add_row("(no sessions yet: ctrl+s saves the running one)", "", "", "", "", key="")
         lines = [f"cannot read {error}" for error in self.problems]
-        self.query_one("#problems", Static).update("\n".join(lines))
+        self.query_one("#problems", Static).update(Text("\n".join(lines)))
+        self.loaded = True
 
     def selected_path(self) -> Path | None:
         table = self.query_one("#sessions", DataTable)
@@ -75,28 +92,32 @@ class SessionBrowser(Screen[None]):
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         return Path(key) if key else None
 
-    def _load(self):  # noqa: ANN202 - ChatSession | None
+    async def _load(self) -> ChatSession | None:
+        """The selected session, read on a worker thread; None (with a notice) when it cannot be."""
         path = self.selected_path()
-        if path is None:
+        if path is None or self.opening:
             return None
+        self.opening = True
         try:
-            return load_session(path)
+            return await asyncio.to_thread(load_session, path)
         except SessionFileError as error:
-            self.notify(str(error), severity="error")
+            self.notify(str(error), severity="error", markup=False)
             return None
+        finally:
+            self.opening = False
 
-    def action_play(self, speed: float) -> None:
+    async def action_play(self, speed: float) -> None:
         from workbench.app.screens.playback import PlaybackScreen
 
-        session = self._load()
-        if session is not None:
+        session = await self._load()
+        if session is not None and self.is_current:
             self.app.push_screen(PlaybackScreen(session, speed=speed or math.inf))
 
-    def action_rerun(self, use_open_panes: bool) -> None:
+    async def action_rerun(self, use_open_panes: bool) -> None:
         from workbench.app.screens.rerun import RerunScreen
 
-        session = self._load()
-        if session is not None:
+        session = await self._load()
+        if session is not None and self.is_current:
             self.app.push_screen(RerunScreen(session, use_open_panes=use_open_panes))
 
     def action_close(self) -> None:
