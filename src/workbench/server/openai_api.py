@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from workbench.errors import NotSupported
 from workbench.metrics.request import RequestMetrics
+from workbench.runtimes.ollama_common import options_from_ollama
 from workbench.runtimes.types import ChatMessage, Chunk, GenerationOptions, ImagePart, ImageURL, TextPart
 from workbench.server.bodies import BadRequest, check_prompt_size, json_object, validated
 from workbench.server.http import Request, Responder
@@ -160,9 +161,9 @@ class OpenAIAPI:
             "max_tokens": body.max_completion_tokens or body.max_tokens, "temperature": body.temperature,
             "top_p": body.top_p, "top_k": body.top_k, "seed": body.seed, "stop": stop, "think": think,
         }
-        defaults = {key: value for key, value in self.parameters.items() if key in GenerationOptions.model_fields}
         given = {key: value for key, value in fields.items() if value is not None}
-        try:
+        try:  # `--parameter` defaults are Ollama's option names (num_predict...), as for the Ollama API
+            defaults = options_from_ollama(self.parameters).model_dump(exclude_unset=True)
             return GenerationOptions.model_validate({**defaults, **given})
         except ValueError as error:
             raise BadRequest(f"invalid options: {error}") from None

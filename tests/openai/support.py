@@ -1,0 +1,171 @@
+"""A loopback server that replays the documented stream shapes of llama.cpp's `llama-server` and vLLM's
+OpenAI server, and misbehaves on purpose, chosen by the request's model name.
+
+Shapes (llama.cpp tools/server/README.md, its issues #15443/#16048, vLLM's OpenAI server):
+- `llamacpp`: deltas, a stop chunk (`finish_reason: "stop"`, empty delta), then, as asked for with
+  `stream_options.include_usage`, a chunk with empty `choices`, `usage` and llama.cpp's `timings`.
+- `llamacpp-old`: older llama-server: `usage` and `timings` on the stop chunk itself, no usage chunk.
+- `vllm`: `reasoning_content` deltas before the answer, `"usage": null` on every chunk, then the usage
+  chunk with empty `choices` (with `prompt_tokens_details.cached_tokens`).
+- `nousage`: a server that sends no usage at all; `thinktags`: `<think>...</think>` left in content.
+Faults: `missing` 404 (OpenAI error shape), `broken` 500, `busy` 429, `killed` (connection aborted
+mid-answer), `truncated` (stream ends cleanly without a finish_reason), `malformed` (an SSE line that
+is not JSON), `midstream` (an `error` event after 200), `slow` (answers after `slow_s`). A request without
+the expected bearer token (when `api_key` is set) gets 401. `/health` answers 503 "Loading model" for
+the first `loading_polls` calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+TIMINGS = {"cache_n": 0, "prompt_n": 12, "prompt_ms": 30.958, "prompt_per_token_ms": 2.58,
+           "prompt_per_second": 387.6, "predicted_n": 3, "predicted_ms": 60.5,
+           "predicted_per_token_ms": 20.17, "predicted_per_second": 49.59}
+USAGE = {"completion_tokens": 3, "prompt_tokens": 12, "total_tokens": 15}
+REASONS = {200: "OK", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
+           500: "Internal Server Error", 503: "Service Unavailable"}
+
+
+def error_body(status: int, message: str, kind: str) -> dict[str, Any]:
+    return {"error": {"code": status, "message": message, "type": kind}}
+
+
+class ReplayServer:
+    def __init__(self, *, api_key: str | None = None, slow_s: float = 2.0, models: list[str] | None = None) -> None:
+        self.api_key = api_key
+        self.slow_s = slow_s
+        self.models = models or ["llamacpp"]
+        self.loading_polls = 0
+        self.requests: list[dict[str, Any]] = []
+        self.headers_seen: list[dict[str, str]] = []
+        self.port = 0
+        self._server: asyncio.base_events.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await self._one(reader, writer):
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        method, path, _ = lines[0].split(" ", 2)
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        payload = json.loads(body) if body else {}
+        self.headers_seen.append(headers)
+        if path == "/health":
+            if self.loading_polls > 0:
+                self.loading_polls -= 1
+                return await self._json(writer, 503, error_body(503, "Loading model", "unavailable_error"))
+            return await self._json(writer, 200, {"status": "ok"})
+        if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
+            return await self._json(writer, 401, error_body(401, "Invalid API Key", "authentication_error"))
+        if path == "/v1/models":
+            data = [{"id": name, "object": "model", "created": 1735142223, "owned_by": "llamacpp",
+                     "meta": {"vocab_type": 2, "n_vocab": 49152, "n_ctx_train": 8192, "n_embd": 576,
+                              "n_params": 134515008, "size": 270898368}} for name in self.models]
+            return await self._json(writer, 200, {"object": "list", "data": data})
+        self.requests.append(payload)
+        model = str(payload.get("model", ""))
+        if path == "/v1/embeddings":
+            inputs = payload["input"] if isinstance(payload["input"], list) else [payload["input"]]
+            data = [{"object": "embedding", "index": i, "embedding": [0.6, 0.8, 0.0]} for i in range(len(inputs))]
+            data.reverse()  # servers may answer out of order; `index` says which is which
+            return await self._json(writer, 200, {"object": "list", "data": data, "model": model,
+                                                  "usage": {"prompt_tokens": 7, "total_tokens": 7}})
+        if model == "missing":
+            return await self._json(writer, 404, error_body(404, "model 'missing' not found", "not_found_error"))
+        if model == "broken":
+            return await self._json(writer, 500, error_body(500, "llama_decode failed", "server_error"))
+        if model == "busy":
+            return await self._json(writer, 429, error_body(429, "too many requests", "rate_limit_error"))
+        if model == "slow":
+            await asyncio.sleep(self.slow_s)
+        chat = path == "/v1/chat/completions"
+        events = self._events(model, chat, bool((payload.get("stream_options") or {}).get("include_usage")))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for index, event in enumerate(events):
+            if model == "killed" and index == 2:
+                await asyncio.sleep(0.05)
+                writer.transport.abort()
+                return False
+            data = event if isinstance(event, bytes) else b"data: " + json.dumps(event).encode() + b"\n\n"
+            await self._chunk(writer, data)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+    def _events(self, model: str, chat: bool, include_usage: bool) -> list[Any]:
+        def chunk(delta: dict[str, Any] | None = None, finish: str | None = None, **extra: Any) -> dict[str, Any]:
+            if chat:
+                choice = {"index": 0, "delta": delta or {}, "finish_reason": finish}
+            else:
+                choice = {"index": 0, "text": (delta or {}).get("content", ""), "finish_reason": finish}
+            return {"id": "chatcmpl-x", "object": "chat.completion.chunk" if chat else "text_completion",
+                    "created": 1757141666, "model": model, "choices": [choice], **extra}
+
+        words = ["Hel", "lo", " there"]
+        if model == "thinktags":
+            words = ["<think>", "pondering", "</think>", "Hello"]
+        events: list[Any] = []
+        if model == "vllm":
+            events.append(chunk({"role": "assistant", "content": ""}, usage=None))
+            events += [chunk({"reasoning_content": part}, usage=None) for part in ("Think", "ing.")]
+            events += [chunk({"content": word}, usage=None) for word in words]
+            events.append(chunk({}, "stop", usage=None))
+            if include_usage:
+                events.append({"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 1757141666,
+                               "model": model, "choices": [],
+                               "usage": {**USAGE, "completion_tokens": 5,
+                                         "prompt_tokens_details": {"cached_tokens": 4}}})
+        elif model == "llamacpp-old":
+            events += [chunk({"content": word}) for word in words]
+            events.append(chunk({}, "stop", usage=USAGE, timings=TIMINGS))
+        else:
+            events += [chunk({"content": word}) for word in words]
+            if model == "malformed":
+                events.append(b"data: {this is not json\n\n")
+            if model == "midstream":
+                events.append(error_body(500, "the slot was released: out of memory", "server_error"))
+            if model == "truncated":
+                return events
+            events.append(chunk({}, "length" if model == "short" else "stop"))
+            if include_usage and model not in ("nousage", "thinktags"):
+                events.append({"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 1757141666,
+                               "model": model, "choices": [], "usage": USAGE, "timings": TIMINGS})
+        events.append(b"data: [DONE]\n\n")
+        return events
+
+    async def _chunk(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        await writer.drain()
+
+    async def _json(self, writer: asyncio.StreamWriter, status: int, value: Any) -> bool:
+        body = json.dumps(value).encode()
+        writer.write(f"HTTP/1.1 {status} {REASONS[status]}\r\nContent-Type: application/json; charset=utf-8\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        await writer.drain()
+        return True
