@@ -136,3 +136,40 @@ def test_rerun_json(tmp_path: Path, capsys: pytest.CaptureFixture[str], test_run
     assert (turn["recorded"]["status"], turn["new"]["status"], turn["new"]["answer"]) == (
         "error", "done", "Z saw user=Capital of Spain?")
     assert Path(data["rerun_file"]).parent == tmp_path / "r"
+
+
+def test_replay_on_a_terminal_strips_control_characters_from_the_file(tmp_path: Path) -> None:
+    """Issue 11: escape sequences in a session (window title, screen clear) never reach the terminal."""
+    import pty
+
+    hostile = "\x1b]0;pwned\x07\x1b[2J\x1b[Hevil\rover\x9b31m"
+    session = ChatSession(id="esc", name=f"name{hostile}", panes=[PaneRecord(id="p", spec="scripted:echo",
+                                                                             title=hostile)], events=[
+        PromptEvent(t=0.0, pane="p", correlation_id="1", message=ChatMessage(role="user", content=f"ask{hostile}")),
+        ChunkEvent(t=0.1, pane="p", correlation_id="1", text=f"answer{hostile}\tend"),
+        ErrorEvent(t=0.2, pane="p", correlation_id="1", error=f"boom{hostile}"),
+    ])
+    path = save_session(session, tmp_path / "esc.json")
+    leader, follower = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    process = subprocess.Popen([sys.executable, "-m", "workbench.cli", "replay", str(path), "--instant"],
+                               stdout=follower, stderr=follower, env=env, cwd=REPO)
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not data:
+            break
+        output += data
+    os.close(leader)
+    assert process.wait(timeout=60) == 0
+    text = output.decode()
+    assert "answerevilover31m\tend" in text and "boomevil" in text
+    assert not any(ch in text for ch in "\x1b\x07\x9b"), repr(text)
+    assert "\r" not in text.replace("\r\n", "\n")  # the terminal turns \n into \r\n; no other \r
+    # Not a terminal: the text is passed on untouched (a pipe gets what the file holds).
+    piped = workbench("replay", str(path), "--instant")
+    assert "\x1b]0;pwned" in piped.stdout

@@ -4,6 +4,9 @@ Playback prints each pane's turns with the tokens appearing at their recorded ti
 `--speed`; `--instant` for no waiting), every line labelled by its pane, and each answer's figures
 under it. `--rerun` sends the prompts again (to the recorded actors, or to `--actor SPEC ...`) and
 prints recorded and new answers side by side with their TTFT and tokens/s.
+
+On a terminal, control characters from the file (escape sequences that retitle the window or clear
+the screen, carriage returns that overwrite lines) are removed from everything printed.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 import asyncio
 import json
 import math
+import re
 import shutil
 import sys
 import textwrap
@@ -74,22 +78,55 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.set_defaults(handler=run)
 
 
+# Whole escape sequences first (so no stray "[2J" is left), then any other C0/C1 control except \t, \n.
+_ESCAPE_SEQUENCE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: str) -> str:
+    """`text` without terminal escape sequences or control characters (tabs and newlines stay)."""
+    return _CONTROL.sub("", _ESCAPE_SEQUENCE.sub("", text))
+
+
+class TerminalSafeWriter:
+    """A text stream that writes through `terminal_safe`: what a file holds cannot drive the
+    terminal. Each write is cleaned whole, and a sequence split across writes loses its ESC, so it
+    is printed as harmless text at worst."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(terminal_safe(text))
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+
+def _for_terminal(stream: TextIO) -> TextIO:
+    return TerminalSafeWriter(stream) if stream.isatty() else stream  # type: ignore[return-value]
+
+
 def run(args: argparse.Namespace) -> int:
+    out, err = _for_terminal(sys.stdout), _for_terminal(sys.stderr)
     session = load_session(args.file)
     if args.rerun or args.rerun_actors:
         options = GenerationOptions(max_tokens=args.max_tokens) if args.max_tokens else None
         folder = Path(args.sessions) if getattr(args, "sessions", None) else default_sessions_dir()
-        result = asyncio.run(_rerun(session, args.rerun_actors or None, folder, options, quiet=args.json))
+        result = asyncio.run(_rerun(session, args.rerun_actors or None, folder, options, quiet=args.json, err=err))
         if args.json:
-            print(json.dumps(_comparison_json(result, args.file), indent=1, ensure_ascii=False))
+            print(json.dumps(_comparison_json(result, args.file), indent=1, ensure_ascii=False), file=out)
         else:
-            print_comparison(result, sys.stdout)
+            print_comparison(result, out)
         return 0
     if args.json:
-        print(json.dumps(_transcript_json(session, args.file), indent=1, ensure_ascii=False))
+        print(json.dumps(_transcript_json(session, args.file), indent=1, ensure_ascii=False), file=out)
         return 0
     speed = math.inf if args.instant else args.speed
-    asyncio.run(play_to_terminal(session, speed, sys.stdout))
+    asyncio.run(play_to_terminal(session, speed, out))
     return 0
 
 
@@ -201,7 +238,8 @@ def _transcript_json(session: ChatSession, path: Path) -> dict[str, Any]:
 
 # ----- re-run -------------------------------------------------------------------------------------------
 async def _rerun(
-    session: ChatSession, actors: list[str] | None, folder: Path, options: GenerationOptions | None, *, quiet: bool
+    session: ChatSession, actors: list[str] | None, folder: Path, options: GenerationOptions | None, *, quiet: bool,
+    err: TextIO,
 ) -> RerunResult:
     counts = {pane: len(turns) for pane, turns in transcript(session).items()}
 
@@ -209,7 +247,7 @@ async def _rerun(
         if quiet or event.kind != "finished" or event.turn is None:
             return
         print(f"[{event.pane}] turn {event.index + 1}/{counts.get(event.pane, 0)}: {event.turn.status}",
-              file=sys.stderr, flush=True)
+              file=err, flush=True)
 
     return await rerun_session(session, actors, folder=folder, options=options, on_progress=progress)
 
