@@ -173,6 +173,10 @@ class _Connection:
             return None
         if not isinstance(event, h11.Request):
             return None
+        # h11 bounds a head that arrives in pieces; one that arrives whole in a single read is measured here
+        head_size = len(event.target) + 16 + sum(len(name) + len(value) + 4 for name, value in event.headers)
+        if head_size > limits.max_header_bytes:
+            raise RequestRefused(431, f"request head is over the limit of {limits.max_header_bytes} bytes")
         target = event.target.decode("latin-1")
         path, _, query = target.partition("?")
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in event.headers}
