@@ -15,6 +15,8 @@ from workbench.metrics import otel
 
 # Subcommand modules, in the order `--help` lists them. A module that is absent is skipped.
 COMMAND_MODULES = ("run", "runtimes", "serve", "control", "bench", "replay")
+# Commands that load models and so take `--placement` after their name too.
+PLACED_COMMANDS = ("run", "serve", "bench", "replay")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="send OpenTelemetry traces and metrics to the console or an OTLP endpoint (OTEL_* variables "
              "configure it; they alone also switch it on)",
     )
+    from workbench.runtimes.placement import COMMAND_PLACEMENT, placement_names
+
+    placement_help = (f"where in-process runtimes (transformers, torch) run their model: {', '.join(placement_names())} "
+                      f"(default: {COMMAND_PLACEMENT}, a worker process per model)")
+    parser.add_argument("--placement", choices=placement_names(), default=COMMAND_PLACEMENT, help=placement_help)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for name in COMMAND_MODULES:
         try:
@@ -44,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.add_parser(subparsers)
+    for name in PLACED_COMMANDS:  # `workbench run --placement thread ...` as well as before the command
+        if name in subparsers.choices:
+            subparsers.choices[name].add_argument(
+                "--placement", choices=placement_names(), default=argparse.SUPPRESS, help=placement_help)
     return parser
 
 
@@ -58,13 +69,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extras)}")
         setattr(args, target, [*getattr(args, target), *extras])
     handler = getattr(args, "handler", None)
+    from workbench.runtimes.registry import using_placement
+
     try:
         otel.enable_from(args.otel)
-        if handler is None:
-            from workbench.commands.app import run_app
+        with using_placement(args.placement):
+            if handler is None:
+                from workbench.commands.app import run_app
 
-            return run_app(args)
-        return int(handler(args) or 0)
+                return run_app(args)
+            return int(handler(args) or 0)
     except WorkbenchError as error:
         print(f"workbench: {error}", file=sys.stderr)
         return 2

@@ -134,6 +134,7 @@ async def _text(actor: ModelRuntimeActor, args: argparse.Namespace, options: Gen
         print(json.dumps({
             "spec": actor.spec, "operation": args.op, "answer": completion.text, "thinking": completion.thinking,
             "finish_reason": completion.finish_reason, "metrics": metrics_dict(completion.metrics),
+            **await _placement_fields(actor),
         }, indent=2))
         return 0
     printer = StreamPrinter(sys.stdout)
@@ -154,6 +155,7 @@ async def _embed(actor: ModelRuntimeActor, args: argparse.Namespace, options: Ge
         print(json.dumps({
             "spec": actor.spec, "operation": "embed", "dimensions": result.dimensions, "method": result.method,
             "normalized": result.normalized, "vectors": result.vectors, "metrics": metrics_dict(result.metrics),
+            **await _placement_fields(actor),
         }))
         return 0
     for text, vector in zip(args.prompt, result.vectors, strict=True):
@@ -163,6 +165,15 @@ async def _embed(actor: ModelRuntimeActor, args: argparse.Namespace, options: Ge
     if result.metrics is not None:
         print(result.metrics.describe(detailed=True))
     return 0
+
+
+async def _placement_fields(actor: ModelRuntimeActor) -> dict[str, Any]:
+    """Where the model ran and its process's memory (RSS/USS, baseline, model = after load − baseline);
+    empty for runtimes that do not report them."""
+    stats = await actor.stats()
+    if stats.placement is None and stats.memory is None:
+        return {}
+    return {"placement": stats.placement, "memory": stats.memory.summary() if stats.memory else None}
 
 
 class StreamPrinter:

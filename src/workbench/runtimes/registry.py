@@ -7,7 +7,10 @@ runtime whose dependencies are missing is reported as unavailable rather than br
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import importlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,10 +130,41 @@ def runtime_class(name: str) -> type[ModelRuntimeActor]:
     return _RUNTIMES[name].load()
 
 
+_PLACEMENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("workbench_placement", default=None)
+
+
+@contextlib.contextmanager
+def using_placement(name: str | None) -> Iterator[None]:
+    """Within this block (and the tasks started in it), `create_actor` places in-process runtimes'
+    models with `name` ("thread", "process", ...) unless told otherwise. The commands use it for
+    `--placement`; library code that sets nothing gets each runtime's own default (`thread`)."""
+    if name is not None:
+        from workbench.runtimes.placement import placement_class
+
+        placement_class(name)  # an unknown name fails here, listing the valid ones
+    token = _PLACEMENT.set(name)
+    try:
+        yield
+    finally:
+        _PLACEMENT.reset(token)
+
+
 def create_actor(spec: str | ActorSpec, **options: Any) -> ModelRuntimeActor:
-    """Build (not start) the actor a spec names; `options` go to its constructor (threads, limit...)."""
+    """Build (not start) the actor a spec names; `options` go to its constructor (threads, limit...).
+
+    `placement=` applies to in-process runtimes only (others run where their server or program is,
+    and ignore it); when not given, the one chosen by `using_placement` applies.
+    """
+    from workbench.runtimes.inprocess import InProcessModelRuntimeActor
+
     parsed = spec if isinstance(spec, ActorSpec) else parse_spec(spec)
     cls = runtime_class(parsed.runtime)
+    if issubclass(cls, InProcessModelRuntimeActor) and cls.worker_factory is not None:
+        chosen = options.pop("placement", None) or _PLACEMENT.get()
+        if chosen is not None:
+            options["placement"] = chosen
+    else:
+        options.pop("placement", None)
     return cls(parsed.model, host=parsed.host, **options)
 
 
