@@ -23,7 +23,7 @@ from textual.widgets import Footer, Header, Static
 
 from workbench.actors.limit import ConcurrencyLimit, global_limit
 from workbench.actors.supervisor import Supervisor
-from workbench.app.discovery import DEFAULT_SPECS, ollama_specs
+from workbench.app.discovery import DEFAULT_SPECS, ollama_specs, openai_specs
 from workbench.app.graph_data import GraphData
 from workbench.app.settings import Settings, load_settings, save_settings
 from workbench.app.slots import ActorFactory, ActorSlot, build_slot
@@ -174,9 +174,10 @@ class WorkbenchApp(App[int]):
     @work(exclusive=True, group="ollama")
     async def add_ollama_panes(self) -> None:
         specs, notice = await ollama_specs()
-        for spec in specs:
+        more, more_notice = await openai_specs()  # servers in WORKBENCH_OPENAI_URLS
+        for spec in specs + more:
             await self.open_pane(spec)
-        self.show_notice(notice)
+        self.show_notice(" ".join(text for text in (notice, more_notice) if text))
 
     def show_notice(self, text: str) -> None:
         """A one-line notice above the footer (how to connect Ollama, say); empty hides it."""
