@@ -149,7 +149,7 @@ def agreement_cells(pair: PairAgreement) -> list[str]:
 def agreement_table(pairs: Sequence[PairAgreement]) -> str:
     """Agreement between actors, per pair, on the same greedy prompts."""
     title = ("agreement (same prompts; first diff = mean character index where differing answers part; "
-             "similarity = normalised edit distance)")
+             "similarity = 1 - normalised edit distance)")
     return f"{title}\n{text_table(AGREEMENT_HEADERS, [agreement_cells(pair) for pair in pairs])}"
 
 
