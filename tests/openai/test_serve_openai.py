@@ -120,3 +120,28 @@ async def test_bench_with_an_openai_actor_keeps_server_figures_and_no_key(
     path = save_benchmark(run, tmp_path / "run.json")
     text = path.read_text()
     assert SECRET not in text and "served_e2e_s" in json.loads(text)["records"][0]["metrics"]["server"]
+
+
+async def test_a_saved_session_with_an_openai_pane_holds_no_key(
+        openai_server: APIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from workbench.sessions.recorder import SessionRecorder
+    from workbench.sessions.schema import PaneRecord
+
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    actor = create_actor(f"openai:smollm2@{openai_server.url}/v1")
+    actor.start()
+    await actor.wait_ready()
+    recorder = SessionRecorder(tmp_path, "keys", [PaneRecord(id="p1", spec=actor.spec)])
+    try:
+        recorder.attach("p1", actor)
+        reply = actor.chat(QUESTION, options={"max_tokens": 3, "temperature": 0})
+        recorder.record_prompt("p1", QUESTION[0], correlation_id=reply.correlation_id)
+        assert (await reply).text
+        await asyncio.sleep(0.05)  # let the done event reach the journal
+        saved = recorder.save("keys")
+        for path in (saved, recorder.journal_path):
+            text = path.read_text()
+            assert SECRET not in text and "smollm2" in text
+    finally:
+        recorder.close()
+        await actor.stop()
