@@ -27,7 +27,7 @@ from workbench.errors import BenchmarkError
 from workbench.runtimes.registry import parse_spec
 from workbench.runtimes.types import GenerationOptions
 from workbench.sessions.schema import BenchmarkConfig, BenchmarkRun
-from workbench.sessions.store import default_sessions_dir, load_benchmark, save_benchmark
+from workbench.sessions.store import default_sessions_dir, load_benchmark, save_benchmark_or_fallback
 
 INTERRUPTED_EXIT = 130
 DEFAULT_MAX_TOKENS = 64
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         code, new = execute(runner, args.replay_output, getattr(args, "sessions", None), quiet=args.replay_quiet)
         print()
         print(compare_runs([original, new], [f"{args.file.name} (original)", "replay"],
-                           columns=("output_tokens_per_s", "ttft_p50", "e2e_p50", "errors")))
+                           columns=("output_tokens_per_s", "accuracy", "ttft_p50", "e2e_p50", "errors")))
         return code
     config = config_from_args(args)
     runner = BenchmarkRunner(config, prompts=load_prompts(config.prompts))
@@ -150,19 +150,28 @@ def output_path(run: BenchmarkRun, output: Path | None, sessions: str | None) ->
 def execute(
     runner: BenchmarkRunner, output: Path | None, sessions: str | None, *, quiet: bool = False
 ) -> tuple[int, BenchmarkRun]:
-    """Run with a progress line and Ctrl-C handling; save; print the summary. Returns (exit code, run)."""
+    """Run with a progress line and Ctrl-C handling; print the summary; save. Returns (exit code, run).
+
+    The summary is printed before saving, so a save that fails loses nothing on screen; a folder that
+    cannot be written gets the run saved in the fallback folder instead (exit 1, saying both paths)."""
     line = None if quiet else ProgressLine(sys.stderr)
     runner.progress = line
     result = asyncio.run(_run_interruptibly(runner))
     if line is not None:
         line.close()
-    path = save_benchmark(result, output_path(result, output, sessions))
-    print(summary_table(result))
-    print(f"saved {path}")
+    print(summary_table(result), flush=True)
+    try:
+        saved = save_benchmark_or_fallback(result, output_path(result, output, sessions))
+    except OSError as error:
+        raise BenchmarkError(f"the run was not saved: {error}") from None
+    print(f"saved {saved.path}")
+    if saved.failed is not None:
+        print(f"workbench: could not write {saved.failed} ({saved.problem}); saved the run to {saved.path} "
+              "instead: move it where you want it", file=sys.stderr)
     if result.notes.get("interrupted"):
         print("workbench: interrupted; saved the requests that finished", file=sys.stderr)
         return INTERRUPTED_EXIT, result
-    return 0, result
+    return (0 if saved.failed is None else 1), result
 
 
 async def _run_interruptibly(runner: BenchmarkRunner) -> BenchmarkRun:

@@ -97,6 +97,36 @@ def save_benchmark(run: BenchmarkRun, path: Path) -> Path:
     return save_model(run, path)
 
 
+def fallback_dir() -> Path:
+    """Where a run goes when its folder cannot be written: `<system temp>/workbench-unsaved`."""
+    return Path(tempfile.gettempdir()) / "workbench-unsaved"
+
+
+@dataclass(frozen=True, slots=True)
+class SaveOutcome:
+    """Where a run was saved; `failed`/`problem` say where it could not be written first, and why."""
+
+    path: Path
+    failed: Path | None = None
+    problem: str | None = None
+
+
+def save_benchmark_or_fallback(run: BenchmarkRun, path: Path) -> SaveOutcome:
+    """Save at `path`; when that cannot be written (a read-only or missing folder, a full disk), save
+    in `fallback_dir()` instead, so a finished benchmark is never lost. Raises OSError naming both
+    places when neither can be written."""
+    path = Path(path)
+    try:
+        return SaveOutcome(save_benchmark(run, path))
+    except OSError as error:
+        problem = error.strerror or str(error)
+    fallback = fallback_dir() / path.name
+    try:
+        return SaveOutcome(save_benchmark(run, fallback), path, problem)
+    except OSError as error:
+        raise OSError(f"could not write {path} ({problem}) nor {fallback} ({error.strerror or error})") from None
+
+
 # ----- the journal ----------------------------------------------------------------------------------------
 class SessionJournal:
     """Append-only journal of a running session."""

@@ -34,7 +34,7 @@ from workbench.errors import WorkbenchError
 from workbench.runtimes.base import ModelRuntimeActor
 from workbench.runtimes.types import GenerationOptions
 from workbench.sessions.schema import BENCHMARK_FORMAT, BenchmarkConfig, BenchmarkPrompt, BenchmarkRun
-from workbench.sessions.store import peek_format, load_benchmark, save_benchmark
+from workbench.sessions.store import load_benchmark, peek_format, save_benchmark_or_fallback
 
 
 def plain(value: object) -> Text:
@@ -169,19 +169,29 @@ class BenchmarkScreen(Screen[None]):
     async def run_benchmark(self, runner: BenchmarkRunner) -> None:
         try:
             run = await runner.run()
-            path = self.sessions_dir / f"{run.id}.json"
-            await asyncio.to_thread(save_benchmark, run, path)
         except Exception as error:  # noqa: BLE001 - shown to the user; the screen stays usable
-            self.notify(f"{type(error).__name__}: {error}", severity="error", title="Benchmark failed")
+            self.notify(f"{type(error).__name__}: {error}", severity="error", title="Benchmark failed", markup=False)
             return
         finally:
             self.runner = None
             self.query_one("#bench-run", Button).disabled = False
             self.query_one("#bench-stop", Button).disabled = True
-        self.saved_path = path
-        self.show_run(run)
+        self.show_run(run)  # shown before saving: a save that fails loses nothing
         note = " (interrupted: what finished)" if run.notes.get("interrupted") else ""
-        self.query_one("#bench-status", Static).update(f"saved {path}{note}")
+        status = self.query_one("#bench-status", Static)
+        try:
+            saved = await asyncio.to_thread(save_benchmark_or_fallback, run, self.sessions_dir / f"{run.id}.json")
+        except OSError as error:
+            status.update(f"not saved: {error}{note}")
+            self.notify(str(error), severity="error", title="Benchmark not saved", markup=False)
+            return
+        self.saved_path = saved.path
+        if saved.failed is not None:
+            message = f"could not write {saved.failed} ({saved.problem}); saved to {saved.path} instead"
+            self.notify(message, severity="warning", title="Saved elsewhere", markup=False)
+            status.update(f"{message}{note}")
+        else:
+            status.update(f"saved {saved.path}{note}")
         self.action_reload()
 
     def show_progress(self, progress: BenchProgress) -> None:
