@@ -89,3 +89,33 @@ async def test_bad_settings_are_refused_with_a_message(tmp_path: Path) -> None:
             assert any("whole numbers" in str(n.message) for n in pilot.app._notifications)
     finally:
         await actor.stop(drain=False)
+
+
+async def test_accuracy_and_agreement_columns_show_plain_text(tmp_path: Path) -> None:
+    from tests.support.shouting import ShoutingActor
+
+    limit = ConcurrencyLimit(1)
+    actors = [ScriptedActor("echo", limit=limit), ShoutingActor("echo", limit=limit)]
+    prompts = tmp_path / "qa.jsonl"
+    prompts.write_text(
+        '{"prompt": "alpha beta [b]gamma[/b] delta", "expected": {"match": "contains", "value": "gamma"}}\n'
+        '{"prompt": "the answer is 3", "expected": {"match": "number", "value": 4}}\n', encoding="utf-8")
+    screen = BenchmarkScreen(actors, tmp_path, prompts=str(prompts), concurrency="1", max_tokens=8, warmup=0)
+    try:
+        async with Host(screen).run_test(size=(160, 50)) as pilot:
+            await pilot.press("ctrl+r")
+            await _until(pilot, lambda: screen.saved_path is not None)
+            results = screen.query_one("#bench-results", DataTable)
+            accuracy_column = [str(column.label) for column in results.ordered_columns].index("acc %")
+            assert [str(results.get_row_at(i)[accuracy_column]) for i in range(2)] == ["50.0 (1/2)", "50.0 (1/2)"]
+            agreement = screen.query_one("#bench-agreement", DataTable)
+            assert agreement.display and agreement.row_count == 1
+            row = [str(cell) for cell in agreement.get_row_at(0)]
+            assert row[:5] == ["scripted:echo", "shouting:echo", "2", "0% (0/2)", "11.5"]  # (12 + 11) / 2: "alpha beta [|B]GAMMA", "the answer |IS"
+            assert 0.5 < float(row[5]) < 1.0
+            assert "Agreement between actors" in str(screen.query_one("#bench-agreement-title", Static).render())
+            saved = load_benchmark(screen.saved_path)
+            assert saved.records[0].answer == "alpha beta [b]gamma[/b] delta"  # kept as the model said it
+    finally:
+        for actor in actors:
+            await actor.stop(drain=False)
