@@ -22,6 +22,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         help="an actor to serve (runtime:model); repeat for more models")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=11434, help="port to bind; 0 picks a free one (default: 11434)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="threads for each in-process model (default: the machine's cores)")
     parser.add_argument("--parameter", action="append", default=[], metavar="KEY=VALUE",
                         help="a default option for every request, as a Modelfile PARAMETER (e.g. num_predict=128); "
                              "requests override it")
@@ -56,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C: actors unload, the port is freed
     try:
-        asyncio.run(serve(specs, args.host, args.port, ready=ready, parameters=parse_parameters(args.parameter)))
+        asyncio.run(serve(specs, args.host, args.port, ready=ready, parameters=parse_parameters(args.parameter),
+                          threads=args.threads))
     except KeyboardInterrupt:
         print("workbench serve: stopped", flush=True)
     except OSError as error:

@@ -57,11 +57,12 @@ class APIServer:
 
 async def serve(specs: Sequence[str], host: str = "127.0.0.1", port: int = 11434,
                 ready: Any = None, parameters: dict[str, Any] | None = None,
-                limits: ServerLimits | None = None) -> None:
-    """Create and start the actors, serve until cancelled, then stop them."""
+                limits: ServerLimits | None = None, threads: int | None = None) -> None:
+    """Create and start the actors (`threads`: each in-process model's thread count), serve until
+    cancelled, then stop them."""
     from workbench.runtimes.registry import create_actor
 
-    actors = [create_actor(spec) for spec in specs]
+    actors = [create_actor(spec, **({"threads": threads} if threads else {})) for spec in specs]
     try:
         for actor in actors:
             actor.start()
