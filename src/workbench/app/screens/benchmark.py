@@ -93,7 +93,7 @@ class BenchmarkScreen(Screen[None]):
             yield Static(f"Benchmark: {names}", classes="title", markup=False)
             with Horizontal(id="bench-settings"):
                 yield Label("prompts")
-                yield Input(prompts, id="bench-prompts", placeholder="short | long | embed | FILE.jsonl")
+                yield Input(prompts, id="bench-prompts", placeholder="short | scored | long | embed | FILE.jsonl")
                 yield Label("concurrency")
                 yield Input(concurrency, id="bench-concurrency", placeholder="1,2,4")
                 yield Label("max tokens")
