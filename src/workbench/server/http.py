@@ -56,11 +56,11 @@ class ClientGone(Exception):
     """The client closed the connection while we were answering."""
 
 
-ErrorBody = Callable[[str, int, str], Any]
+ErrorBody = Callable[..., Any]  # (path, status, message, *, code=None, param=None) -> the JSON body
 
 
-def plain_error(path: str, status: int, message: str) -> Any:
-    """The default error body: Ollama's `{"error": "..."}`."""
+def plain_error(path: str, status: int, message: str, **details: Any) -> Any:
+    """The default error body: Ollama's `{"error": "..."}` (it has no place for a code or a parameter)."""
     return {"error": message}
 
 

@@ -175,17 +175,7 @@ class OllamaAPI:
             ("POST", "/api/embed", self.embed), ("POST", "/api/embeddings", self.embeddings),
             ("POST", "/api/pull", self.pull),
         ]
-        return [Route(method, path, self._answering_errors(handler)) for method, path, handler in table]
-
-    @staticmethod
-    def _answering_errors(handler: Callable[[Request, Responder], Awaitable[None]]) -> Any:
-        async def run(request: Request, responder: Responder) -> None:
-            try:
-                await handler(request, responder)
-            except BadRequest as error:
-                if not responder.started:
-                    await responder.send_json(error.status, {"error": str(error)})
-        return run
+        return [Route(method, path, handler) for method, path, handler in table]
 
     def lookup(self, name: str | None) -> Served:
         if not name:

@@ -127,18 +127,7 @@ class OpenAIAPI:
             ("POST", "/v1/completions", self.completions),
             ("POST", "/v1/embeddings", self.embeddings),
         ]
-        return [Route(method, path, self._answering_errors(handler)) for method, path, handler in table]
-
-    @staticmethod
-    def _answering_errors(handler: Callable[[Request, Responder], Awaitable[None]]) -> Any:
-        async def run(request: Request, responder: Responder) -> None:
-            try:
-                await handler(request, responder)
-            except BadRequest as error:
-                if not responder.started:
-                    await responder.send_json(error.status, openai_error(
-                        request.path, error.status, str(error), code=error.code, param=error.param))
-        return run
+        return [Route(method, path, handler) for method, path, handler in table]
 
     def lookup(self, name: str) -> Served:
         served = self.models.get(tagged(name))

@@ -1,5 +1,8 @@
 """The route table `workbench serve` answers from: (method, path) → handler, filled by each API.
 
+A handler refuses a request by raising `bodies.BadRequest`; the table answers it in the error shape
+of the path's API.
+
 Every API (Ollama's `/api/...`, OpenAI's `/v1/...`, control endpoints) adds its routes with `add`;
 the table answers 404 / 405 for the rest, and each path prefix may shape its own errors (OpenAI
 clients expect `{"error": {"message", "type", ...}}`, Ollama clients `{"error": "..."}`).
@@ -11,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from workbench.server.bodies import BadRequest
 from workbench.server.http import ErrorBody, Request, Responder, plain_error
 
 Handler = Callable[[Request, Responder], Awaitable[None]]
@@ -45,11 +49,11 @@ class Router:
         self._error_shapes.append((prefix, shape))
         self._error_shapes.sort(key=lambda item: -len(item[0]))
 
-    def error_body(self, path: str, status: int, message: str) -> Any:
+    def error_body(self, path: str, status: int, message: str, **details: Any) -> Any:
         for prefix, shape in self._error_shapes:
             if path.startswith(prefix):
-                return shape(path, status, message)
-        return plain_error(path, status, message)
+                return shape(path, status, message, **details)
+        return plain_error(path, status, message, **details)
 
     @property
     def routes(self) -> list[Route]:
@@ -58,7 +62,12 @@ class Router:
     async def __call__(self, request: Request, responder: Responder) -> None:
         handler = self._routes.get((request.method, request.path))
         if handler is not None:
-            await handler(request, responder)
+            try:
+                await handler(request, responder)
+            except BadRequest as error:  # a refused request, in the error shape of its API
+                if not responder.started:
+                    await responder.send_json(error.status, self.error_body(
+                        request.path, error.status, str(error), code=error.code, param=error.param))
             return
         if any(path == request.path for _, path in self._routes):
             status, text = 405, "405 method not allowed"
