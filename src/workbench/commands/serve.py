@@ -1,4 +1,4 @@
-"""`workbench serve`: serve actors over Ollama's HTTP API, so any Ollama client can use them."""
+"""`workbench serve`: serve actors over Ollama's and OpenAI's HTTP APIs, so any Ollama or OpenAI client can use them."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from workbench.errors import WorkbenchError
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "serve", help="serve actors over Ollama's HTTP API",
-        description="Serve in-process actors over Ollama's HTTP API (/api/chat, /api/generate, /api/embed...). "
-                    "An actor transformers:smollm2 serves as model smollm2.",
+        "serve", help="serve actors over Ollama's and OpenAI's HTTP APIs",
+        description="Serve in-process actors over Ollama's HTTP API (/api/chat, /api/generate, /api/embed...) "
+                    "and OpenAI's (/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models). "
+                    "An actor transformers:smollm2 serves as model smollm2. Requests are bounded: a 16 KiB "
+                    "head, a 16 MiB body, prompts of 1 M characters, 10 s for a head, 30 s idle.",
     )
     parser.add_argument("--actor", dest="serve_actors", action="append", default=[], metavar="SPEC",
                         help="an actor to serve (runtime:model); repeat for more models")
