@@ -81,6 +81,9 @@ class ReplayServer:
                 self.loading_polls -= 1
                 return await self._json(writer, 503, error_body(503, "Loading model", "unavailable_error"))
             return await self._json(writer, 200, {"status": "ok"})
+        if path == "/props":  # llama.cpp's server properties (trimmed)
+            return await self._json(writer, 200, {"total_slots": 1, "build_info": "b6497-cd08fc3e",
+                                                  "modalities": {"vision": False}})
         if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
             return await self._json(writer, 401, error_body(401, "Invalid API Key", "authentication_error"))
         if path == "/v1/models":

@@ -147,6 +147,7 @@ async def test_model_dash_takes_the_only_model_and_refuses_a_choice(replay: Repl
     stats = await only.stats()
     assert stats.details["server_reported_model_bytes"] == 270898368 and stats.parameters == 134515008
     assert stats.memory_bytes and stats.memory_bytes > 0  # the local listener: this test process
+    assert await only.server_version() == "llama.cpp b6497-cd08fc3e"
     await only.stop()
     replay.models = ["a", "b"]
     try:

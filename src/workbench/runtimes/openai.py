@@ -298,6 +298,19 @@ class OpenAIRuntimeActor(RESTfulModelRuntimeActor):
                           metrics=metrics)
 
     # ----- stats and memory ----------------------------------------------------------------------------------
+    async def server_version(self) -> str | None:
+        """The server's build, where it says: llama.cpp's `/props` `build_info`, vLLM's `/version`."""
+        root = server_root(self.base_url)
+        for path, field in (("/props", "build_info"), ("/version", "version")):
+            try:
+                response = await self.client.get(f"{root}{path}", timeout=2.0)
+                value = response.json().get(field) if response.status_code == 200 else None
+            except (httpx.HTTPError, ValueError, AttributeError):
+                continue
+            if value:
+                return f"llama.cpp {value}" if field == "build_info" else f"vLLM {value}"
+        return None
+
     def memory_target(self) -> ProcessTarget | None:
         return self.server_process.target()
 
