@@ -6,7 +6,8 @@ Shapes (llama.cpp tools/server/README.md, its issues #15443/#16048, vLLM's OpenA
   `stream_options.include_usage`, a chunk with empty `choices`, `usage` and llama.cpp's `timings`.
 - `llamacpp-old`: older llama-server: `usage` and `timings` on the stop chunk itself, no usage chunk.
 - `vllm`: `reasoning_content` deltas before the answer, `"usage": null` on every chunk, then the usage
-  chunk with empty `choices` (with `prompt_tokens_details.cached_tokens`).
+  chunk with empty `choices` (with `prompt_tokens_details.cached_tokens`), and vLLM's per-request
+  `metrics` on it when the request asked with `include_metrics`; `/v1/models` says `owned_by: vllm`.
 - `nousage`: a server that sends no usage at all; `thinktags`: `<think>...</think>` left in content.
 Faults: `missing` 404 (OpenAI error shape), `broken` 500, `busy` 429, `killed` (connection aborted
 mid-answer), `truncated` (stream ends cleanly without a finish_reason), `malformed` (an SSE line that
@@ -26,6 +27,9 @@ TIMINGS = {"cache_n": 0, "prompt_n": 12, "prompt_ms": 30.958, "prompt_per_token_
            "prompt_per_second": 387.6, "predicted_n": 3, "predicted_ms": 60.5,
            "predicted_per_token_ms": 20.17, "predicted_per_second": 49.59}
 USAGE = {"completion_tokens": 3, "prompt_tokens": 12, "total_tokens": 15}
+# vLLM's per-request metrics (PR #46768, docs/features/per_request_metrics.md): on the last message
+VLLM_METRICS = {"time_to_first_token_ms": 85.2, "generation_time_ms": 1240.5, "queue_time_ms": 12.3,
+                "mean_itl_ms": 9.1, "tokens_per_second": 103.2}
 REASONS = {200: "OK", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
            500: "Internal Server Error", 503: "Service Unavailable"}
 
@@ -87,7 +91,8 @@ class ReplayServer:
         if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
             return await self._json(writer, 401, error_body(401, "Invalid API Key", "authentication_error"))
         if path == "/v1/models":
-            data = [{"id": name, "object": "model", "created": 1735142223, "owned_by": "llamacpp",
+            data = [{"id": name, "object": "model", "created": 1735142223,
+                     "owned_by": "vllm" if name == "vllm" else "llamacpp",
                      "meta": {"vocab_type": 2, "n_vocab": 49152, "n_ctx_train": 8192, "n_embd": 576,
                               "n_params": 134515008, "size": 270898368}} for name in self.models]
             return await self._json(writer, 200, {"object": "list", "data": data})
@@ -108,7 +113,8 @@ class ReplayServer:
         if model == "slow":
             await asyncio.sleep(self.slow_s)
         chat = path == "/v1/chat/completions"
-        events = self._events(model, chat, bool((payload.get("stream_options") or {}).get("include_usage")))
+        events = self._events(model, chat, bool((payload.get("stream_options") or {}).get("include_usage")),
+                              bool(payload.get("include_metrics")))
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
         for index, event in enumerate(events):
             if model == "killed" and index == 2:
@@ -121,7 +127,7 @@ class ReplayServer:
         await writer.drain()
         return True
 
-    def _events(self, model: str, chat: bool, include_usage: bool) -> list[Any]:
+    def _events(self, model: str, chat: bool, include_usage: bool, include_metrics: bool = False) -> list[Any]:
         def chunk(delta: dict[str, Any] | None = None, finish: str | None = None, **extra: Any) -> dict[str, Any]:
             if chat:
                 choice = {"index": 0, "delta": delta or {}, "finish_reason": finish}
@@ -143,7 +149,8 @@ class ReplayServer:
                 events.append({"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 1757141666,
                                "model": model, "choices": [],
                                "usage": {**USAGE, "completion_tokens": 5,
-                                         "prompt_tokens_details": {"cached_tokens": 4}}})
+                                         "prompt_tokens_details": {"cached_tokens": 4}},
+                               **({"metrics": VLLM_METRICS} if include_metrics else {})})
         elif model == "llamacpp-old":
             events += [chunk({"content": word}) for word in words]
             events.append(chunk({}, "stop", usage=USAGE, timings=TIMINGS))

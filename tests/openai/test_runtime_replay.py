@@ -79,6 +79,25 @@ async def test_vllm_reasoning_content_kept_apart(actor: ModelRuntimeActor, repla
     assert replay.requests[-1]["reasoning_effort"] == "high"
 
 
+async def test_vllm_per_request_metrics_are_asked_for_and_labelled(replay: ReplayServer) -> None:
+    replay.models = ["llamacpp", "vllm"]
+    try:
+        actor = await _started(f"openai:vllm@{replay.url}")
+    finally:
+        replay.models = ["llamacpp"]
+    done = await actor.chat("hi")
+    assert replay.requests[-1]["include_metrics"] is True
+    assert done.metrics.server["vllm_time_to_first_token_ms"] == 85.2
+    assert done.metrics.server["vllm_tokens_per_second"] == 103.2
+    assert done.metrics.ttft_s is not None  # ours, measured here; the server's stay labelled apart
+    assert all(key.startswith(("vllm_", "openai_")) for key in done.metrics.server)
+    await actor.stop()
+    llama = await _started(f"openai:llamacpp@{replay.url}")
+    await llama.chat("hi")
+    assert "include_metrics" not in replay.requests[-1]  # only a vLLM server is sent it
+    await llama.stop()
+
+
 async def test_no_usage_counts_chunks_and_says_so(actor: ModelRuntimeActor) -> None:
     done = await _chat(actor, "nousage")
     assert done.metrics.output_tokens == 3 and done.metrics.input_tokens is None

@@ -15,7 +15,9 @@ a URL with no path gets `/v1`). MODEL `-` takes the only model `/v1/models` list
   chunk, or from any chunk that has it; when a server sends none, every content chunk counts as one
   token and `server["openai_tokens_counted_from_chunks"]` says so. Figures a server reports about
   itself stay in `server`, labelled: llama.cpp's `timings` as `llamacpp_*`, `usage` details (cached
-  prompt tokens) as `openai_*`, `workbench serve`'s own `workbench_metrics` as `served_*`.
+  prompt tokens) as `openai_*`, vLLM's per-request `metrics` (asked for with `include_metrics` when
+  `/v1/models` says `owned_by: vllm`; the server needs `--enable-per-request-metrics`) as `vllm_*`,
+  `workbench serve`'s own `workbench_metrics` as `served_*`.
 - Keys: `WORKBENCH_OPENAI_KEY_<HOST>_<PORT>` (the host's letters and digits, others as `_`, upper
   case: `WORKBENCH_OPENAI_KEY_127_0_0_1_8080`) or else `OPENAI_API_KEY`, sent as a bearer token. It
   lives only in the HTTP client's headers: never in the spec, the stats, or any saved file.
@@ -227,6 +229,8 @@ class OpenAIRuntimeActor(RESTfulModelRuntimeActor):
 
     async def _chunks(self, path: str, body: dict[str, Any], *, think: bool) -> AsyncIterator[Chunk]:
         body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        if self.model_entry.get("owned_by") == "vllm":
+            body["include_metrics"] = True  # vLLM's per-request metrics (with --enable-per-request-metrics)
         splitter = ThinkSplitter() if think else None
         reasoning_seen = False
         finish_reason: str | None = None
@@ -402,7 +406,7 @@ def _server_figures(item: dict[str, Any]) -> dict[str, float]:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 figures[f"served_{key}"] = float(value)
     metrics = item.get("metrics")
-    if isinstance(metrics, dict):  # per-request metrics some vLLM builds attach
+    if isinstance(metrics, dict):  # vLLM's per-request metrics: time_to_first_token_ms, queue_time_ms...
         for key, value in metrics.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 figures[f"vllm_{key}"] = float(value)
