@@ -1,0 +1,280 @@
+"""`process` placement with real worker processes and the real SmolLM2 (transformers and torch).
+
+Both actors load once for the module, at the same time, in workers of their own. Tests that kill a
+worker let the supervisor restart it, so the next test finds it serving again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from workbench.actors.actor import ActorState
+from workbench.actors.supervisor import RestartPolicy, Supervisor
+from workbench.errors import MessageCancelled, WorkbenchError
+from workbench.runtimes.inprocess import InProcessModelRuntimeActor
+from workbench.runtimes.placement import WorkerDied, WorkerSpec, create_placement
+from workbench.runtimes.placement import wire
+from workbench.runtimes.registry import create_actor, using_placement
+
+QUESTION = "What is the capital of France?"
+GREEDY = {"temperature": 0.0}
+LONG = "Write a long story about a dragon."
+
+
+class Pair:
+    def __init__(self, transformers: InProcessModelRuntimeActor, torch: InProcessModelRuntimeActor) -> None:
+        self.transformers = transformers
+        self.torch = torch
+        self.supervisor = Supervisor(RestartPolicy(max_restarts=5, backoff_s=0.05))
+        self.supervisor.watch(transformers)
+        self.supervisor.watch(torch)
+
+
+@pytest.fixture(scope="module")
+async def pair() -> AsyncIterator[Pair]:
+    # transformers with the machine's thread count, as the shared thread-placed fixture has, so their
+    # greedy answers can be compared; torch on one thread (its own setting, in its own process).
+    transformers = create_actor("transformers:smollm2", placement="process")
+    torch = create_actor("torch:smollm2", placement="process", threads=1)
+    assert isinstance(transformers, InProcessModelRuntimeActor) and isinstance(torch, InProcessModelRuntimeActor)
+    transformers.start()
+    torch.start()
+    await asyncio.gather(transformers.wait_ready(), torch.wait_ready())
+    yield Pair(transformers, torch)
+    await asyncio.gather(transformers.stop(drain=False), torch.stop(drain=False))
+
+
+def worker_pid(actor: InProcessModelRuntimeActor) -> int:
+    assert actor.placement is not None
+    pid = actor.placement.describe()["pid"]
+    assert isinstance(pid, int)
+    return pid
+
+
+async def aenumerate(iterable):  # noqa: ANN001, ANN201
+    index = 0
+    async for item in iterable:
+        yield index, item
+        index += 1
+
+
+async def wait_for(condition, timeout_s: float = 120.0) -> None:  # noqa: ANN001
+    """Wait (not a timing assertion) until `condition()` holds."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+def _spawned(process: psutil.Process) -> bool:
+    try:
+        return "multiprocessing.spawn" in " ".join(process.cmdline())
+    except psutil.Error:
+        return False
+
+
+# ----- the wire -------------------------------------------------------------------------------------------
+def test_garbage_from_a_worker_is_a_clear_error_naming_it() -> None:
+    with pytest.raises(wire.WireError, match="not json"):
+        wire.decode_from_worker(b"\x00not json at all")
+    with pytest.raises(wire.WireError, match="chunk"):
+        wire.decode_from_worker(b'{"kind": "chunk", "id": 1, "chunk": {"text": 5}}')
+    with pytest.raises(wire.WireError, match="kind"):
+        wire.decode_from_worker(b'{"kind": "launch-missiles"}')
+    message = wire.decode_from_worker(b'{"kind": "chunk", "id": 3, "chunk": {"text": "Paris", "tokens": 1}}')
+    assert isinstance(message, wire.ChunkMessage) and message.chunk.text == "Paris"
+
+
+def test_errors_cross_as_their_own_type() -> None:
+    rebuilt = wire.rebuild_error(wire.failure_from(ValueError("the prompt is 9000 tokens"), 1))
+    assert type(rebuilt) is ValueError and str(rebuilt) == "the prompt is 9000 tokens"
+    odd = wire.rebuild_error(wire.Failure(id=1, error_type="CudaError", error_module="somelib", message="boom"))
+    assert isinstance(odd, RuntimeError) and "CudaError: boom" in str(odd)
+
+
+def test_an_unknown_placement_is_refused_with_the_valid_names() -> None:
+    spec = WorkerSpec(factory="workbench.runtimes.torch:TorchWorker", model="smollm2")
+    with pytest.raises(WorkbenchError, match="unknown placement 'moon'.*process.*thread"):
+        create_placement("moon", spec)
+    with pytest.raises(WorkbenchError, match="unknown placement"), using_placement("moon"):
+        pass
+
+
+def test_commands_place_models_in_processes_library_code_on_threads() -> None:
+    assert create_actor("torch:smollm2").placement_name == "thread"  # type: ignore[attr-defined]
+    with using_placement("process"):
+        assert create_actor("torch:smollm2").placement_name == "process"  # type: ignore[attr-defined]
+        assert create_actor("torch:smollm2", placement="thread").placement_name == "thread"  # type: ignore[attr-defined]
+        create_actor("ollama:llama3.2")  # servers ignore the placement
+
+
+# ----- real workers -----------------------------------------------------------------------------------------
+async def test_each_model_has_its_own_process_and_memory(pair: Pair) -> None:
+    pids = {worker_pid(pair.transformers), worker_pid(pair.torch)}
+    assert len(pids) == 2 and os.getpid() not in pids
+    assert all(psutil.Process(pid).ppid() == os.getpid() for pid in pids)
+    first, second = await pair.transformers.stats(), await pair.torch.stats()
+    for stats, actor in ((first, pair.transformers), (second, pair.torch)):
+        memory = stats.memory
+        assert memory is not None and memory.pid == worker_pid(actor) and not memory.shared
+        assert memory.placement == "process" and stats.placement == {"kind": "process", "pid": memory.pid,
+                                                                      "node": memory.node}
+        assert memory.baseline_rss_bytes and memory.rss_bytes and memory.uss_bytes
+        assert memory.model_uss_bytes is not None and memory.model_uss_bytes > 20 * 2**20  # a 135M model's weights
+        target = actor.memory_target()
+        assert target is not None and target.pid == memory.pid
+    # transformers keeps fp32 weights; the torch engine its Q4_1 blocks: the models' own memory differs.
+    assert first.memory.model_uss_bytes != second.memory.model_uss_bytes  # type: ignore[union-attr]
+    assert first.details["torch_threads"] == os.cpu_count() and second.details["torch_threads"] == 1
+
+
+async def test_greedy_output_through_a_process_equals_a_thread(pair: Pair, smollm2_transformers) -> None:  # noqa: ANN001
+    options = GREEDY | {"max_tokens": 24}
+    in_thread = [chunk async for chunk in smollm2_transformers.chat(QUESTION, options=options)]
+    in_process = [chunk async for chunk in pair.transformers.chat(QUESTION, options=options)]
+    assert [(c.text, c.thinking, c.tokens) for c in in_process] == [(c.text, c.thinking, c.tokens) for c in in_thread]
+    assert in_process[-1].metrics.output_tokens == in_thread[-1].metrics.output_tokens
+    assert "Paris" in "".join(c.text for c in in_process)
+
+
+async def test_cancel_mid_stream_stops_the_worker_within_a_token(pair: Pair) -> None:
+    actor = pair.torch
+    reply = actor.generate(LONG, options=GREEDY | {"max_tokens": 400})
+    seen = 0
+    with pytest.raises(MessageCancelled):
+        async for chunk in reply:
+            seen += chunk.tokens or 0
+            if seen >= 3:
+                reply.cancel()
+    assert 3 <= seen < 400
+    # The worker stopped at its next token: the next answer does not wait behind ~400 tokens.
+    after = await actor.chat(QUESTION, options=GREEDY | {"max_tokens": 1})
+    assert after.metrics.output_tokens == 1 and after.metrics.queued_s < 1.0
+    assert after.metrics.e2e_s < 10.0  # 400 tokens take far longer on this machine
+    assert actor.state == ActorState.IDLE
+
+
+async def test_stats_are_answered_while_a_stream_runs(pair: Pair) -> None:
+    reply = pair.torch.generate(LONG, options=GREEDY | {"max_tokens": 40})
+    stream = aiter(reply)
+    await anext(stream)
+    stats = await asyncio.wait_for(pair.torch.stats(), timeout=5.0)
+    assert stats.state == "busy" and stats.parameters and stats.memory is not None
+    reply.cancel()
+    with pytest.raises(MessageCancelled):
+        async for _ in stream:
+            pass
+
+
+async def test_kill_9_mid_stream_fails_the_request_then_the_supervisor_restarts_the_worker(pair: Pair) -> None:
+    actor, other = pair.torch, pair.transformers
+    old_pid = worker_pid(actor)
+    reply = actor.generate(LONG, options=GREEDY | {"max_tokens": 300})
+    with pytest.raises(WorkerDied, match=r"worker process for torch:smollm2 died: signal 9"):
+        async for _ in reply:
+            if psutil.Process(old_pid).status() != psutil.STATUS_ZOMBIE:
+                os.kill(old_pid, signal.SIGKILL)
+    assert actor.state in (ActorState.FAILED, ActorState.STOPPING, ActorState.CREATED, ActorState.STARTING)
+    assert not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == psutil.STATUS_ZOMBIE
+    # The other pane keeps answering while the supervisor reloads this one in a new worker.
+    assert "Paris" in (await other.chat(QUESTION, options=GREEDY | {"max_tokens": 12})).text
+    await wait_for(lambda: actor.restarts >= 1 and actor.state == ActorState.IDLE)
+    assert worker_pid(actor) != old_pid
+    assert "Paris" in (await actor.chat(QUESTION, options=GREEDY | {"max_tokens": 12})).text
+
+
+async def test_a_hung_worker_is_killed_after_its_deadline(pair: Pair) -> None:
+    actor = pair.transformers
+    placement = actor.placement
+    old_pid = worker_pid(actor)
+    placement.hang_timeout_s = 1.0  # type: ignore[union-attr]
+    reply = actor.generate(LONG, options=GREEDY | {"max_tokens": 300})
+    with pytest.raises(WorkerDied, match=r"worker process for transformers:smollm2 hung: no message for 1 s"):
+        async for index, _ in aenumerate(reply):
+            if index == 0:
+                os.kill(old_pid, signal.SIGSTOP)  # frozen: alive, but it says nothing more
+    await wait_for(lambda: actor.restarts >= 1 and actor.state == ActorState.IDLE)
+    assert not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == psutil.STATUS_ZOMBIE
+    assert "Paris" in (await actor.chat(QUESTION, options=GREEDY | {"max_tokens": 12})).text
+
+
+async def test_stop_during_a_load_kills_the_worker_at_once() -> None:
+    actor = create_actor("transformers:smollm2", placement="process", threads=1)
+    loading = asyncio.Event()
+    actor.on("progress", lambda event: loading.set())
+    actor.start()
+    await asyncio.wait_for(loading.wait(), timeout=120)
+    pid = worker_pid(actor)  # type: ignore[arg-type]
+    queued = actor.chat(QUESTION)
+    started = time.perf_counter()
+    await actor.stop()
+    assert time.perf_counter() - started < 3.0  # a load of this model takes far longer here
+    assert actor.state == ActorState.STOPPED
+    with pytest.raises((MessageCancelled, WorkbenchError)):
+        await queued
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+async def test_a_worker_exits_when_its_app_is_killed(tmp_path: Path) -> None:
+    script = tmp_path / "app.py"
+    script.write_text(
+        "import asyncio\n"
+        "from workbench.runtimes.registry import create_actor\n"
+        "async def main():\n"
+        "    actor = create_actor('torch:smollm2', placement='process', threads=1)\n"
+        "    loading = asyncio.Event()\n"
+        "    actor.on('progress', lambda event: loading.set())\n"
+        "    actor.start()\n"
+        "    await loading.wait()\n"
+        "    print(actor.placement.pid, flush=True)\n"
+        "    await asyncio.sleep(600)\n"
+        "if __name__ == '__main__':\n"
+        "    asyncio.run(main())\n"
+    )
+    app = await asyncio.create_subprocess_exec(sys.executable, str(script), stdout=asyncio.subprocess.PIPE)
+    try:
+        line = await asyncio.wait_for(app.stdout.readline(), timeout=120)  # type: ignore[union-attr]
+        worker = psutil.Process(int(line))
+        assert worker.ppid() == app.pid
+    finally:
+        app.kill()  # SIGKILL: the app gets no chance to stop its worker
+        await app.wait()
+    await wait_for(lambda: not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE, timeout_s=10)
+
+
+async def test_the_app_graphs_one_memory_series_per_worker(pair: Pair, tmp_path: Path) -> None:
+    from workbench.app.main import WorkbenchApp
+
+    actors = {"transformers:smollm2": pair.transformers, "torch:smollm2": pair.torch}
+    app = WorkbenchApp(list(actors), tmp_path / "sessions", actor_factory=actors.__getitem__, discover_ollama=False,
+                       sample_interval_s=None, own_actors=False, settings_path=tmp_path / "settings.json")
+    async with app.run_test(size=(160, 50)) as pilot:
+        await pilot.pause()
+        app.sample_resources()
+        await pilot.pause()
+        series = app.graph_data.memory
+        assert len(series) == 2, series.keys()
+        (first_label, first), (second_label, second) = series.items()
+        assert first_label != second_label
+        mib = {label: points[-1][1] for label, points in series.items()}
+        assert len(set(mib.values())) == 2  # two lines, not one curve drawn twice
+        for pane in app.panes:
+            worker_mib = psutil.Process(worker_pid(pane.actor)).memory_info().rss / 2**20
+            assert abs(mib[pane.title] - worker_mib) < 0.2 * worker_mib
+
+
+async def test_no_worker_outlives_its_actor(pair: Pair) -> None:
+    pids = [worker_pid(pair.transformers), worker_pid(pair.torch)]
+    await asyncio.gather(pair.transformers.stop(), pair.torch.stop())
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not [p for p in psutil.Process().children(recursive=True) if _spawned(p)]
