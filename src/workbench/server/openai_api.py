@@ -12,6 +12,8 @@ ending with `data: [DONE]`), `/v1/embeddings` (`float` or `base64` vectors, unit
 - Our own client-side figures for the request (queued, TTFT, E2E, output tokens/s) ride along in a
   `workbench_metrics` object on the final chunk or response, labelled as the server's, the way
   llama.cpp adds `timings`; OpenAI clients ignore it.
+- `tools` and a `response_format` other than text are refused (400): no runtime here can honour them,
+  and an answer that ignored them would pass for a real one.
 - Errors have OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`: 400 for a body that
   fails validation (naming the field), 404 `model_not_found`, 413 for a prompt over the limit; an
   error after a stream began is sent as one `data: {"error": ...}` event and the stream ends.
@@ -27,7 +29,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from workbench.errors import NotSupported
 from workbench.metrics.request import RequestMetrics
@@ -97,10 +99,16 @@ class _Sampling(_Body):
     n: int | None = Field(default=None, ge=1)
 
 
+class ResponseFormat(_Body):
+    type: Literal["text", "json_object", "json_schema"]
+
+
 class ChatCompletionBody(_Sampling):
     messages: list[ChatMessageBody] = Field(min_length=1)
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
     chat_template_kwargs: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    response_format: ResponseFormat | None = None
 
 
 class CompletionBody(_Sampling):
@@ -127,6 +135,9 @@ class OpenAIAPI:
             ("POST", "/v1/completions", self.completions),
             ("POST", "/v1/embeddings", self.embeddings),
         ]
+        for key, served in self.models.items():  # GET /v1/models/{id}, under both names
+            for name in {served.name, key}:
+                table.append(("GET", f"/v1/models/{name}", self._model_entry(served)))
         return [Route(method, path, handler) for method, path, handler in table]
 
     def lookup(self, name: str) -> Served:
@@ -139,9 +150,14 @@ class OpenAIAPI:
 
     # ----- /v1/models -------------------------------------------------------------------------------------
     async def list_models(self, request: Request, responder: Responder) -> None:
-        data = [{"id": served.name, "object": "model", "created": int(time.time()), "owned_by": "workbench"}
-                for served in self.models.values()]
+        data = [_model_object(served) for served in self.models.values()]
         await responder.send_json(200, {"object": "list", "data": data})
+
+    @staticmethod
+    def _model_entry(served: Served) -> Callable[[Request, Responder], Awaitable[None]]:
+        async def answer(request: Request, responder: Responder) -> None:
+            await responder.send_json(200, _model_object(served))
+        return answer
 
     # ----- generation -------------------------------------------------------------------------------------
     def _options(self, body: _Sampling, think: Any = None) -> GenerationOptions:
@@ -167,6 +183,11 @@ class OpenAIAPI:
         body = validated(ChatCompletionBody, json_object(request))
         served = self.lookup(body.model)
         self._check(served, body, "chat")
+        if body.tools:  # an answer that ignored them would look like a model that chose not to call one
+            raise BadRequest("tools are not supported: workbench's runtimes have no tool calling", param="tools")
+        if body.response_format is not None and body.response_format.type != "text":
+            raise BadRequest(f"response_format {body.response_format.type} is not supported: workbench's "
+                             "runtimes have no constrained decoding", param="response_format")
         think = _think_from(body)
         if think not in (None, False) and not served.actor.capabilities.think:
             raise BadRequest(f'"{served.name}" does not support thinking', param="reasoning_effort")
@@ -335,6 +356,20 @@ class _Shape:
                 "workbench_metrics": _figures(metrics)}
 
 
+def _model_object(served: Served) -> dict[str, Any]:
+    return {"id": served.name, "object": "model", "created": _created(served), "owned_by": "workbench"}
+
+
+def _created(served: Served) -> int:
+    """When the server began serving it (Unix seconds), from the RFC 3339 time the Ollama API shows."""
+    from datetime import datetime
+
+    try:
+        return int(datetime.fromisoformat(served.started_at.split(".")[0].rstrip("Z") + "+00:00").timestamp())
+    except ValueError:
+        return int(time.time())
+
+
 def _usage(metrics: RequestMetrics | None) -> dict[str, int]:
     prompt = (metrics.input_tokens if metrics else None) or 0
     completion = (metrics.output_tokens if metrics else None) or 0
@@ -383,10 +418,9 @@ def _chat_message(message: ChatMessageBody) -> ChatMessage:
             ]
             return ChatMessage(role=role, content=parts, thinking=message.reasoning_content or None)
         return ChatMessage(role=role, content=message.content or "", thinking=message.reasoning_content or None)
-    except ValueError as error:  # an image that is not a data: URL, or not base64
-        message_text = str(error).splitlines()
-        raise BadRequest(f"invalid message: {message_text[-1].strip() if message_text else error}",
-                         param="messages") from None
+    except ValidationError as error:  # an image that is not a data: URL, or not base64
+        reason = error.errors()[0]["msg"].removeprefix("Value error, ") if error.errors() else str(error)
+        raise BadRequest(f"invalid message: {reason}", param="messages") from None
 
 
 def _event(item: dict[str, Any]) -> bytes:
