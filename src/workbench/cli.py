@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extras = parser.parse_known_args(argv)
     if extras:
         target = getattr(args, "extra_positionals", None)
-        if target is None or any(item.startswith("-") for item in extras):
+        if target is None or any(item.startswith("-") and item != "-" for item in extras):  # "-": stdin
             parser.error(f"unrecognized arguments: {' '.join(extras)}")
         setattr(args, target, [*getattr(args, target), *extras])
     handler = getattr(args, "handler", None)

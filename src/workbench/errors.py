@@ -101,5 +101,14 @@ class PromptFileError(WorkbenchError):
         super().__init__(f"{path}{where}: {problem}")
 
 
+class PromptTooLong(WorkbenchError, ValueError):
+    """The prompt does not fit the model's context. Also a ValueError: it is bad input, and callers
+    that caught ValueError before keep working."""
+
+
+class InvalidImage(WorkbenchError, ValueError):
+    """An image file that is not an image workbench can send (PNG, JPEG, GIF or WebP), or is damaged."""
+
+
 class BenchmarkError(WorkbenchError):
     """A benchmark cannot run as configured (no actors, a concurrency level out of range...)."""

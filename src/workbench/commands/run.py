@@ -4,6 +4,10 @@ The answer streams to stdout as it arrives; thinking is dimmed on a terminal and
 `thinking: ` otherwise, so a pipe still shows which is which. Metrics follow on their own line.
 `--json` prints one JSON object at the end instead (answer, thinking, metrics). Load progress goes
 to stderr when stderr is a terminal. Errors are one line on stderr and exit code 2 (`workbench.cli`).
+
+A prompt longer than a command line allows comes from stdin (`-`, or a pipe with no prompt given)
+or from `--prompt-file FILE`; for `--op embed` each non-empty line is one text. An `--image` is read
+and checked (a real PNG/JPEG/GIF/WebP) before any model loads.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ from workbench.actors import events
 from workbench.actors.events import ActorEvent
 from workbench.errors import WorkbenchError
 from workbench.metrics.request import RequestMetrics
-from workbench.runtimes.base import TEXT_OPERATIONS, ModelRuntimeActor
+from workbench.runtimes.base import TEXT_OPERATIONS, ModelRuntimeActor, read_image_file
 from workbench.runtimes.types import ChatMessage, GenerationOptions
 
 OPERATIONS = (*TEXT_OPERATIONS, "embed")
+MAX_PROMPT_BYTES = 64 * 1024 * 1024  # far past any model's context; a bound on what is read
 DIM, RESET = "\x1b[2m", "\x1b[0m"
 
 
@@ -33,7 +38,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument("spec", help="actor spec: runtime:model[@host] (a bare model name means transformers)")
     parser.add_argument("prompt", nargs="*", help="the prompt (embed takes several texts; summarize_image "
-                                                  "takes an optional instruction)")
+                                                  "takes an optional instruction); - reads it from stdin, as "
+                                                  "does a pipe when no prompt is given")
+    parser.add_argument("--prompt-file", type=Path, metavar="FILE",
+                        help="read the prompt from FILE (UTF-8; for --op embed, one text per line)")
     parser.add_argument("--op", choices=OPERATIONS, default="chat", help="operation (default: chat)")
     parser.set_defaults(extra_positionals="prompt")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
@@ -49,14 +57,67 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def run(args: argparse.Namespace) -> int:
+    args.prompt = _prompt_texts(args)
     _validate(args)
     return asyncio.run(_run(args))
 
 
+def _prompt_texts(args: argparse.Namespace) -> list[str]:
+    """The prompt(s) from the command line, `--prompt-file`, or stdin (`-`, or a pipe and no prompt)."""
+    given = list(args.prompt)
+    source: str | None = None
+    if args.prompt_file is not None:
+        if given:
+            raise WorkbenchError("give the prompt on the command line or with --prompt-file, not both")
+        source = str(args.prompt_file)
+        data = _read_prompt_file(args.prompt_file)
+    elif given == ["-"] or (not given and args.op != "summarize_image" and _stdin_is_a_pipe()):
+        source = "stdin"
+        data = sys.stdin.buffer.read(MAX_PROMPT_BYTES + 1)
+    elif "-" in given:
+        raise WorkbenchError("- (the prompt from stdin) cannot be mixed with other prompt words")
+    else:
+        return given
+    if len(data) > MAX_PROMPT_BYTES:
+        raise WorkbenchError(f"the prompt from {source} is more than {MAX_PROMPT_BYTES // (1024 * 1024)} MB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise WorkbenchError(f"the prompt from {source} is not UTF-8 text (byte {error.start})") from None
+    if args.op == "embed":
+        return [line for line in text.splitlines() if line.strip()]
+    if not text.strip():
+        raise WorkbenchError(f"the prompt from {source} is empty")
+    return [text.rstrip("\n")]
+
+
+def _stdin_is_a_pipe() -> bool:
+    """True when stdin is a pipe or a file (not a terminal, not closed)."""
+    try:
+        return sys.stdin is not None and not sys.stdin.isatty() and sys.stdin.fileno() >= 0
+    except (OSError, ValueError):  # no real stdin (a test harness's stand-in, or it was closed)
+        return False
+
+
+def _read_prompt_file(path: Path) -> bytes:
+    try:
+        if not path.is_file():
+            raise WorkbenchError(f"prompt file {path} " + ("is not a regular file" if path.exists() else "not found"))
+        with open(path, "rb") as stream:
+            return stream.read(MAX_PROMPT_BYTES + 1)
+    except OSError as error:
+        raise WorkbenchError(f"cannot read prompt file {path} ({error.strerror})") from None
+
+
 def _validate(args: argparse.Namespace) -> None:
     """Refuse bad input before anything loads."""
-    if args.image is not None and not args.image.is_file():
-        raise WorkbenchError(f"image file not found: {args.image}")
+    if args.image is not None:
+        try:
+            args.image = read_image_file(args.image, verify=True)  # a data: URL from here on: read once
+        except FileNotFoundError as error:
+            raise WorkbenchError(str(error)) from None
+        except OSError as error:
+            raise WorkbenchError(f"cannot read image file {args.image} ({error.strerror})") from None
     if args.op == "summarize_image" and args.image is None:
         raise WorkbenchError("--op summarize_image needs --image FILE")
     if args.op not in ("embed", "summarize_image") and len(args.prompt) != 1:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from workbench.actors.actor import Actor, Message, Reply
 from workbench.actors.limit import ConcurrencyLimit
-from workbench.errors import NotSupported
+from workbench.errors import InvalidImage, NotSupported
 from workbench.metrics import otel
 from workbench.metrics.request import MetricsRecorder, RequestMetrics
 from workbench.metrics.sampler import ProcessTarget
@@ -115,11 +115,40 @@ def image_to_data_url(image: ImageInput) -> str:
         return encode_data_url(image, _sniff_mime(image))
     if isinstance(image, str) and image.startswith("data:"):
         return image
-    path = Path(image)
+    return read_image_file(Path(image))
+
+
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+
+
+def read_image_file(path: Path, *, verify: bool = False) -> str:
+    """A local image file as a data: URL, checked where it enters (before any model loads): it must
+    be a regular file of at most MAX_IMAGE_BYTES that starts as a PNG, JPEG, GIF or WebP does, and
+    with `verify` one that Pillow can parse too; otherwise InvalidImage (FileNotFoundError when it is
+    absent) names the file."""
     if not path.is_file():
+        if path.exists():
+            raise InvalidImage(f"{path} is not a regular file")
         raise FileNotFoundError(f"image file not found: {path}")
-    data = path.read_bytes()
-    return encode_data_url(data, _sniff_mime(data))
+    with open(path, "rb") as stream:
+        data = stream.read(MAX_IMAGE_BYTES + 1)
+    if len(data) > MAX_IMAGE_BYTES:
+        raise InvalidImage(f"image file {path} is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MB")
+    mime = _sniff_mime(data)
+    if mime == "application/octet-stream":
+        raise InvalidImage(f"{path} is not an image (PNG, JPEG, GIF or WebP)")
+    if not verify:
+        return encode_data_url(data, mime)
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as picture:
+            picture.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise InvalidImage(f"{path} is a damaged {mime.split('/')[1].upper()} image ({error})") from None
+    return encode_data_url(data, mime)
 
 
 def _sniff_mime(data: bytes) -> str:

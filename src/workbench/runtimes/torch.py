@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar
 
 from workbench.actors.actor import Message
-from workbench.errors import NotSupported
+from workbench.errors import NotSupported, PromptTooLong
 from workbench.models.catalog import resolve_model
 from workbench.runtimes.base import Availability, ChatRequest, EmbedRequest, GenerateRequest
 from workbench.runtimes.inprocess import InProcessModelRuntimeActor
@@ -191,7 +191,7 @@ class TorchWorker(ModelWorker):
         engine = self._require()
         room = engine.config.context_length - len(ids)
         if room <= 0:
-            raise ValueError(f"the prompt is {len(ids)} tokens; the model's context is {engine.config.context_length}")
+            raise PromptTooLong(f"the prompt is {len(ids)} tokens; the model's context is {engine.config.context_length}")
         limit = max(1, min(options.max_tokens or DEFAULT_MAX_TOKENS, room))
         greedy = options.temperature is None or options.temperature == 0.0
         stopper = StopMatcher(options.stop)

@@ -47,7 +47,7 @@ from typing import Any, ClassVar
 import torch
 
 from workbench.actors.actor import Message
-from workbench.errors import NotSupported
+from workbench.errors import NotSupported, PromptTooLong
 from workbench.models.catalog import ModelEntry, resolve_model
 from workbench.models.loading import LoadedModel, ProgressCallback, is_vision_folder, load_model
 from workbench.runtimes.base import Availability, ChatRequest, EmbedRequest, GenerateRequest
@@ -389,7 +389,7 @@ class TransformersWorker(ModelWorker):
         context = getattr(config, "max_position_embeddings", None) or 2048
         room = context - int(inputs["input_ids"].shape[1])
         if room <= 0:
-            raise ValueError(f"the prompt is {inputs['input_ids'].shape[1]} tokens; the model's context is {context}")
+            raise PromptTooLong(f"the prompt is {inputs['input_ids'].shape[1]} tokens; the model's context is {context}")
         return max(1, min(options.max_tokens or DEFAULT_MAX_TOKENS, room))
 
     @staticmethod
