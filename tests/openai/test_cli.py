@@ -1,0 +1,33 @@
+"""`workbench run` and `workbench bench` with an `openai:` actor, against the loopback replay server:
+the answer and our metrics line, and a run file that carries llama.cpp's own figures and its build."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.openai.support import TIMINGS, ReplayServer
+from workbench.cli import main
+
+
+async def test_run_prints_the_answer_and_metrics(replay: ReplayServer, capsys: pytest.CaptureFixture[str]) -> None:
+    assert await asyncio.to_thread(main, ["run", f"openai:llamacpp@{replay.url}", "hi"]) == 0
+    out = capsys.readouterr().out
+    assert "Hello there" in out and "tokens in 12 / out 3" in out
+
+
+async def test_bench_run_file_carries_the_servers_figures(replay: ReplayServer, tmp_path: Path) -> None:
+    spec = f"openai:llamacpp@{replay.url}"
+    out = tmp_path / "run.json"
+    code = await asyncio.to_thread(main, ["bench", "--actor", spec, "--max-tokens", "4", "--quiet", "-o", str(out)])
+    assert code == 0
+    run = json.loads(out.read_text())
+    assert run["records"] and all(record["ok"] for record in run["records"])
+    server = run["records"][0]["metrics"]["server"]
+    assert server["llamacpp_prompt_ms"] == TIMINGS["prompt_ms"] and server["llamacpp_predicted_n"] == 3
+    assert run["records"][0]["metrics"]["output_tokens"] == 3  # the server's usage, not our count
+    assert run["versions"][f"server:{spec}"] == "llama.cpp b6497-cd08fc3e"
+    assert replay.requests[-1]["max_tokens"] == 4
