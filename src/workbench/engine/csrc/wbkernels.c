@@ -1,0 +1,786 @@
+/* workbench engine kernels: GGUF block-quantized matrix-vector products with fp32 math, and one
+ * whole decode step of a llama decoder in a single call.
+ *
+ * Built at install time as a plain shared library (setup.py's Extension) and loaded with ctypes
+ * by workbench/engine/native.py. One build runs on any x86-64: the hot loops exist in scalar,
+ * AVX2+FMA+F16C and AVX-512 versions (GCC/Clang `target` attributes) and the best one the CPU
+ * supports is picked at run time with __builtin_cpu_supports.
+ *
+ * Every exported entry checks its sizes and pointers before touching memory and returns 0 or a
+ * negative WB_E* code; native.py turns a non-zero code into a Python exception (it also checks
+ * dtype and contiguity of the tensors it passes, which C cannot see).
+ *
+ * Compiled with -ffp-contract=off: the scalar parts (rmsnorm, rope, softmax, silu) are written in
+ * the reference's operation order and must round like the torch ops they replace.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include <sched.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define WB_X86 1
+#endif
+
+#define WB_OK 0
+#define WB_E_NULL -1      /* a null pointer */
+#define WB_E_SHAPE -2     /* a dimension is not positive, or not a multiple of the block size */
+#define WB_E_SIZE -3      /* a buffer is smaller than the dimensions need */
+#define WB_E_QTYPE -4     /* unknown quantization type */
+#define WB_E_RANGE -5     /* token id or position out of range */
+#define WB_E_NOMEM -6     /* scratch allocation failed */
+#define WB_E_CONFIG -7    /* inconsistent model configuration */
+
+/* quantization types (GGML ids) */
+#define WB_Q4_0 2
+#define WB_Q4_1 3
+#define WB_Q8_0 8
+
+enum { ISA_SCALAR = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
+static int g_isa = -1;
+
+static int block_bytes(int qtype) {
+    switch (qtype) {
+    case WB_Q4_0: return 18;
+    case WB_Q4_1: return 20;
+    case WB_Q8_0: return 34;
+    default: return 0;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* fp16 -> fp32 without hardware support (scalar path) */
+static inline float h2f_soft(const uint8_t *p) {
+    const uint16_t h = (uint16_t)(p[0] | (p[1] << 8));
+    const uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1F, man = h & 0x3FF, bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else { /* subnormal: renormalise */
+            exp = 127 - 15 + 1;
+            while (!(man & 0x400)) { man <<= 1; exp--; }
+            man &= 0x3FF;
+            bits = sign | (exp << 23) | (man << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7F800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Row kernels: y[n] (+)= dot(W[n], x) for n in [n0, n1). `xs` holds per-32-block sums of x (the
+ * Q4 minimum term is m * sum(x_block)). Each row's arithmetic is the same whichever kernel runs
+ * it within one ISA, so results do not depend on the thread count. */
+typedef void (*rows_fn)(const uint8_t *w, size_t stride, int nb, const float *x, const float *xs,
+                        float *y, int n0, int n1, int acc);
+
+static void q4_rows_scalar(const uint8_t *w, size_t stride, int nb, const float *x, const float *xs,
+                           float *y, int n0, int n1, int acc, int has_min) {
+    const int bsz = has_min ? 20 : 18;
+    for (int n = n0; n < n1; n++) {
+        const uint8_t *row = w + (size_t)n * stride;
+        float a[16] = {0};
+        float macc = 0.0f;
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *blk = row + (size_t)b * bsz;
+            const float d = h2f_soft(blk);
+            const uint8_t *q = blk + (has_min ? 4 : 2);
+            const float *xb = x + b * 32;
+            for (int i = 0; i < 16; i++)
+                a[i] += d * ((float)(q[i] & 15) * xb[i] + (float)(q[i] >> 4) * xb[i + 16]);
+            macc += (has_min ? h2f_soft(blk + 2) : -8.0f * d) * xs[b];
+        }
+        float s = 0.0f;
+        for (int i = 0; i < 16; i++) s += a[i];
+        y[n] = s + macc + (acc ? y[n] : 0.0f);
+    }
+}
+static void q4_1_rows_scalar(const uint8_t *w, size_t stride, int nb, const float *x, const float *xs,
+                             float *y, int n0, int n1, int acc) {
+    q4_rows_scalar(w, stride, nb, x, xs, y, n0, n1, acc, 1);
+}
+static void q4_0_rows_scalar(const uint8_t *w, size_t stride, int nb, const float *x, const float *xs,
+                             float *y, int n0, int n1, int acc) {
+    q4_rows_scalar(w, stride, nb, x, xs, y, n0, n1, acc, 0);
+}
+static void q8_0_rows_scalar(const uint8_t *w, size_t stride, int nb, const float *x, const float *xs,
+                             float *y, int n0, int n1, int acc) {
+    (void)xs;
+    for (int n = n0; n < n1; n++) {
+        const uint8_t *row = w + (size_t)n * stride;
+        float a[32] = {0};
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *blk = row + (size_t)b * 34;
+            const float d = h2f_soft(blk);
+            const int8_t *q = (const int8_t *)(blk + 2);
+            const float *xb = x + b * 32;
+            for (int i = 0; i < 32; i++) a[i] += d * ((float)q[i] * xb[i]);
+        }
+        float s = 0.0f;
+        for (int i = 0; i < 32; i++) s += a[i];
+        y[n] = s + (acc ? y[n] : 0.0f);
+    }
+}
+
+#ifdef WB_X86
+/* ---- AVX2 + FMA + F16C ---------------------------------------------------------------------- */
+#define T_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+T_AVX2 static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+T_AVX2 static inline float h2f_avx2(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+T_AVX2 static inline __m256 u8x8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)); }
+T_AVX2 static inline __m256 i8x8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
+
+/* sum_i q_i * x_i over one block of 32 nibbles (unscaled) */
+T_AVX2 static inline __m256 q4_block_avx2(const uint8_t *q, const float *xb) {
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    const __m128i qb = _mm_loadu_si128((const __m128i *)q);
+    const __m128i lo = _mm_and_si128(qb, mask);
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(qb, 4), mask);
+    __m256 t = _mm256_mul_ps(u8x8(lo), _mm256_loadu_ps(xb));
+    t = _mm256_fmadd_ps(u8x8(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(xb + 8), t);
+    t = _mm256_fmadd_ps(u8x8(hi), _mm256_loadu_ps(xb + 16), t);
+    t = _mm256_fmadd_ps(u8x8(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(xb + 24), t);
+    return t;
+}
+
+T_AVX2 static void q4_rows_avx2(const uint8_t *w, size_t stride, int nb, const float *x, const float *xs,
+                                float *y, int n0, int n1, int acc, int has_min) {
+    const int bsz = has_min ? 20 : 18, off = has_min ? 4 : 2;
+    int n = n0;
+    /* two rows at a time: independent accumulator chains keep both FMA ports busy */
+    for (; n + 2 <= n1; n += 2) {
+        const uint8_t *r0 = w + (size_t)n * stride, *r1 = r0 + stride;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        float m0 = 0.0f, m1 = 0.0f;
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *b0 = r0 + (size_t)b * bsz, *b1 = r1 + (size_t)b * bsz;
+            const float *xb = x + b * 32;
+            const float d0 = h2f_avx2(b0), d1 = h2f_avx2(b1);
+            a0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), q4_block_avx2(b0 + off, xb), a0);
+            a1 = _mm256_fmadd_ps(_mm256_set1_ps(d1), q4_block_avx2(b1 + off, xb), a1);
+            m0 += (has_min ? h2f_avx2(b0 + 2) : -8.0f * d0) * xs[b];
+            m1 += (has_min ? h2f_avx2(b1 + 2) : -8.0f * d1) * xs[b];
+        }
+        y[n] = hsum256(a0) + m0 + (acc ? y[n] : 0.0f);
+        y[n + 1] = hsum256(a1) + m1 + (acc ? y[n + 1] : 0.0f);
+    }
+    for (; n < n1; n++) {
+        const uint8_t *r0 = w + (size_t)n * stride;
+        __m256 a0 = _mm256_setzero_ps();
+        float m0 = 0.0f;
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *b0 = r0 + (size_t)b * bsz;
+            const float d0 = h2f_avx2(b0);
+            a0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), q4_block_avx2(b0 + off, x + b * 32), a0);
+            m0 += (has_min ? h2f_avx2(b0 + 2) : -8.0f * d0) * xs[b];
+        }
+        y[n] = hsum256(a0) + m0 + (acc ? y[n] : 0.0f);
+    }
+}
+T_AVX2 static void q4_1_rows_avx2(const uint8_t *w, size_t stride, int nb, const float *x, const float *xs,
+                                  float *y, int n0, int n1, int acc) {
+    q4_rows_avx2(w, stride, nb, x, xs, y, n0, n1, acc, 1);
+}
+T_AVX2 static void q4_0_rows_avx2(const uint8_t *w, size_t stride, int nb, const float *x, const float *xs,
+                                  float *y, int n0, int n1, int acc) {
+    q4_rows_avx2(w, stride, nb, x, xs, y, n0, n1, acc, 0);
+}
+T_AVX2 static inline __m256 q8_block_avx2(const uint8_t *q, const float *xb) {
+    __m256 t = _mm256_mul_ps(i8x8(_mm_loadl_epi64((const __m128i *)q)), _mm256_loadu_ps(xb));
+    t = _mm256_fmadd_ps(i8x8(_mm_loadl_epi64((const __m128i *)(q + 8))), _mm256_loadu_ps(xb + 8), t);
+    t = _mm256_fmadd_ps(i8x8(_mm_loadl_epi64((const __m128i *)(q + 16))), _mm256_loadu_ps(xb + 16), t);
+    t = _mm256_fmadd_ps(i8x8(_mm_loadl_epi64((const __m128i *)(q + 24))), _mm256_loadu_ps(xb + 24), t);
+    return t;
+}
+T_AVX2 static void q8_0_rows_avx2(const uint8_t *w, size_t stride, int nb, const float *x, const float *xs,
+                                  float *y, int n0, int n1, int acc) {
+    (void)xs;
+    int n = n0;
+    for (; n + 2 <= n1; n += 2) {
+        const uint8_t *r0 = w + (size_t)n * stride, *r1 = r0 + stride;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *b0 = r0 + (size_t)b * 34, *b1 = r1 + (size_t)b * 34;
+            const float *xb = x + b * 32;
+            a0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f_avx2(b0)), q8_block_avx2(b0 + 2, xb), a0);
+            a1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f_avx2(b1)), q8_block_avx2(b1 + 2, xb), a1);
+        }
+        y[n] = hsum256(a0) + (acc ? y[n] : 0.0f);
+        y[n + 1] = hsum256(a1) + (acc ? y[n + 1] : 0.0f);
+    }
+    for (; n < n1; n++) {
+        const uint8_t *r0 = w + (size_t)n * stride;
+        __m256 a0 = _mm256_setzero_ps();
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *b0 = r0 + (size_t)b * 34;
+            a0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f_avx2(b0)), q8_block_avx2(b0 + 2, x + b * 32), a0);
+        }
+        y[n] = hsum256(a0) + (acc ? y[n] : 0.0f);
+    }
+}
+
+/* ---- AVX-512 (F + BW) ----------------------------------------------------------------------- */
+#define T_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+
+T_AVX512 static inline float h2f_512(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+T_AVX512 static inline __m512 q4_block_512(const uint8_t *q, const float *xb) {
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    const __m128i qb = _mm_loadu_si128((const __m128i *)q);
+    const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(qb, mask)));
+    const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(qb, 4), mask)));
+    return _mm512_fmadd_ps(hi, _mm512_loadu_ps(xb + 16), _mm512_mul_ps(lo, _mm512_loadu_ps(xb)));
+}
+T_AVX512 static void q4_rows_512(const uint8_t *w, size_t stride, int nb, const float *x, const float *xs,
+                                 float *y, int n0, int n1, int acc, int has_min) {
+    const int bsz = has_min ? 20 : 18, off = has_min ? 4 : 2;
+    int n = n0;
+    for (; n + 4 <= n1; n += 4) {
+        __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        float m[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int b = 0; b < nb; b++) {
+            const float *xb = x + b * 32;
+            for (int j = 0; j < 4; j++) {
+                const uint8_t *blk = w + (size_t)(n + j) * stride + (size_t)b * bsz;
+                const float d = h2f_512(blk);
+                a[j] = _mm512_fmadd_ps(_mm512_set1_ps(d), q4_block_512(blk + off, xb), a[j]);
+                m[j] += (has_min ? h2f_512(blk + 2) : -8.0f * d) * xs[b];
+            }
+        }
+        for (int j = 0; j < 4; j++) y[n + j] = _mm512_reduce_add_ps(a[j]) + m[j] + (acc ? y[n + j] : 0.0f);
+    }
+    for (; n < n1; n++) {
+        __m512 a0 = _mm512_setzero_ps();
+        float m0 = 0.0f;
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *blk = w + (size_t)n * stride + (size_t)b * bsz;
+            const float d = h2f_512(blk);
+            a0 = _mm512_fmadd_ps(_mm512_set1_ps(d), q4_block_512(blk + off, x + b * 32), a0);
+            m0 += (has_min ? h2f_512(blk + 2) : -8.0f * d) * xs[b];
+        }
+        y[n] = _mm512_reduce_add_ps(a0) + m0 + (acc ? y[n] : 0.0f);
+    }
+}
+T_AVX512 static void q4_1_rows_512(const uint8_t *w, size_t stride, int nb, const float *x, const float *xs,
+                                   float *y, int n0, int n1, int acc) {
+    q4_rows_512(w, stride, nb, x, xs, y, n0, n1, acc, 1);
+}
+T_AVX512 static void q4_0_rows_512(const uint8_t *w, size_t stride, int nb, const float *x, const float *xs,
+                                   float *y, int n0, int n1, int acc) {
+    q4_rows_512(w, stride, nb, x, xs, y, n0, n1, acc, 0);
+}
+T_AVX512 static void q8_0_rows_512(const uint8_t *w, size_t stride, int nb, const float *x, const float *xs,
+                                   float *y, int n0, int n1, int acc) {
+    (void)xs;
+    for (int n = n0; n < n1; n++) {
+        const uint8_t *row = w + (size_t)n * stride;
+        __m512 a0 = _mm512_setzero_ps();
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *blk = row + (size_t)b * 34;
+            const float *xb = x + b * 32;
+            const __m128i q0 = _mm_loadu_si128((const __m128i *)(blk + 2));
+            const __m128i q1 = _mm_loadu_si128((const __m128i *)(blk + 18));
+            __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)), _mm512_loadu_ps(xb));
+            t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)), _mm512_loadu_ps(xb + 16), t);
+            a0 = _mm512_fmadd_ps(_mm512_set1_ps(h2f_512(blk)), t, a0);
+        }
+        y[n] = _mm512_reduce_add_ps(a0) + (acc ? y[n] : 0.0f);
+    }
+}
+#endif /* WB_X86 */
+
+/* ---------------------------------------------------------------------------------------------- */
+/* run-time dispatch */
+static void pick_isa(void) {
+    if (g_isa >= 0) return;
+    int isa = ISA_SCALAR;
+#ifdef WB_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) isa = ISA_AVX2;
+    if (isa == ISA_AVX2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl"))
+        isa = ISA_AVX512;
+    const char *force = getenv("WORKBENCH_KERNEL_ISA"); /* for tests: force a lower level */
+    if (force) {
+        if (!strcmp(force, "scalar")) isa = ISA_SCALAR;
+        else if (!strcmp(force, "avx2") && isa >= ISA_AVX2) isa = ISA_AVX2;
+    }
+#endif
+    g_isa = isa;
+}
+
+static rows_fn rows_for(int qtype) {
+    pick_isa();
+#ifdef WB_X86
+    if (g_isa == ISA_AVX512) {
+        if (qtype == WB_Q4_1) return q4_1_rows_512;
+        if (qtype == WB_Q4_0) return q4_0_rows_512;
+        if (qtype == WB_Q8_0) return q8_0_rows_512;
+    } else if (g_isa == ISA_AVX2) {
+        if (qtype == WB_Q4_1) return q4_1_rows_avx2;
+        if (qtype == WB_Q4_0) return q4_0_rows_avx2;
+        if (qtype == WB_Q8_0) return q8_0_rows_avx2;
+    }
+#endif
+    if (qtype == WB_Q4_1) return q4_1_rows_scalar;
+    if (qtype == WB_Q4_0) return q4_0_rows_scalar;
+    if (qtype == WB_Q8_0) return q8_0_rows_scalar;
+    return NULL;
+}
+
+/** The instruction set the kernels use on this CPU: 0 scalar, 1 AVX2, 2 AVX-512. */
+int wb_isa(void) {
+    pick_isa();
+    return g_isa;
+}
+
+/** The library's interface version; native.py refuses a stale build. */
+int wb_abi_version(void) { return 3; }
+
+static void block_sums(const float *x, int K, float *xs) {
+    for (int b = 0; b < K / 32; b++) {
+        float s = 0.0f;
+        for (int i = 0; i < 32; i++) s += x[b * 32 + i];
+        xs[b] = s;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* A small thread pool that cannot stall on an oversubscribed machine.
+ *
+ * Work is a list of chunks claimed with compare-and-swap; the calling thread claims chunks too and
+ * only waits for chunks a helper has actually started. A helper that is descheduled, still asleep
+ * or never started costs nothing: the caller does its share. (An OpenMP team instead waits at every
+ * barrier for every thread, so one preempted thread on a shared 2-vCPU machine stalls each of the
+ * ~150 barriers of a decode step for a scheduler tick.) Helpers spin briefly between jobs, then
+ * sleep on a condition variable. */
+typedef void (*chunk_fn)(void *ctx, int chunk);
+
+#define WB_MAX_HELPERS 63
+#define WB_SPIN 20000
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int started;                /* helper threads created */
+    int active;                 /* helpers allowed to take work (threads - 1) */
+    unsigned long long work;    /* (generation << 32) | next chunk, atomic */
+    int gen;                    /* atomic */
+    int done;                   /* chunks finished in the current job, atomic */
+    int sleepers;               /* atomic */
+    chunk_fn fn;
+    void *ctx;
+    int nchunks;
+} g_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, NULL, NULL, 0};
+static pthread_mutex_t g_pool_owner = PTHREAD_MUTEX_INITIALIZER;
+
+static inline void cpu_relax(void) {
+#ifdef WB_X86
+    _mm_pause();
+#endif
+}
+
+/* Claim and run chunks of job `gen` until none is left (or the job changed). */
+static void pool_drain(int gen, chunk_fn fn, void *ctx, int nchunks) {
+    for (;;) {
+        unsigned long long v = __atomic_load_n(&g_pool.work, __ATOMIC_ACQUIRE);
+        if ((int)(v >> 32) != gen || (int)(v & 0xFFFFFFFFu) >= nchunks) return;
+        if (!__atomic_compare_exchange_n(&g_pool.work, &v, v + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) continue;
+        fn(ctx, (int)(v & 0xFFFFFFFFu));
+        __atomic_add_fetch(&g_pool.done, 1, __ATOMIC_RELEASE);
+    }
+}
+
+static void *pool_helper(void *arg) {
+    const int idx = (int)(intptr_t)arg;
+    int seen = __atomic_load_n(&g_pool.gen, __ATOMIC_SEQ_CST);
+    for (;;) {
+        int spins = 0, gen;
+        while ((gen = __atomic_load_n(&g_pool.gen, __ATOMIC_SEQ_CST)) == seen ||
+               idx >= __atomic_load_n(&g_pool.active, __ATOMIC_RELAXED)) {
+            if (gen != seen) seen = gen; /* not our turn: skip this job */
+            if (++spins < WB_SPIN) {
+                cpu_relax();
+                continue;
+            }
+            pthread_mutex_lock(&g_pool.mu);
+            __atomic_add_fetch(&g_pool.sleepers, 1, __ATOMIC_SEQ_CST);
+            while (__atomic_load_n(&g_pool.gen, __ATOMIC_SEQ_CST) == seen)
+                pthread_cond_wait(&g_pool.cv, &g_pool.mu);
+            __atomic_sub_fetch(&g_pool.sleepers, 1, __ATOMIC_SEQ_CST);
+            pthread_mutex_unlock(&g_pool.mu);
+            spins = 0;
+        }
+        seen = gen;
+        /* fields are read after the generation (acquire); a stale read cannot claim (CAS on gen) */
+        chunk_fn fn = __atomic_load_n(&g_pool.fn, __ATOMIC_ACQUIRE);
+        void *ctx = __atomic_load_n(&g_pool.ctx, __ATOMIC_ACQUIRE);
+        int nchunks = __atomic_load_n(&g_pool.nchunks, __ATOMIC_ACQUIRE);
+        pool_drain(gen, fn, ctx, nchunks);
+    }
+    return NULL;
+}
+
+/* Make `threads - 1` helpers available (created on first need, never destroyed). */
+static void pool_size(int threads) {
+    int want = threads - 1;
+    if (want > WB_MAX_HELPERS) want = WB_MAX_HELPERS;
+    if (want < 0) want = 0;
+    while (g_pool.started < want) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, pool_helper, (void *)(intptr_t)g_pool.started) != 0) break;
+        pthread_detach(t);
+        g_pool.started++;
+    }
+    __atomic_store_n(&g_pool.active, want < g_pool.started ? want : g_pool.started, __ATOMIC_RELAXED);
+}
+
+/* Run fn(ctx, 0..nchunks-1) on the calling thread plus the active helpers; returns when all ran.
+ * Callers hold g_pool_owner (one job at a time). */
+static void pool_run(chunk_fn fn, void *ctx, int nchunks) {
+    if (nchunks <= 0) return;
+    if (__atomic_load_n(&g_pool.active, __ATOMIC_RELAXED) == 0 || nchunks == 1) {
+        for (int c = 0; c < nchunks; c++) fn(ctx, c);
+        return;
+    }
+    const int gen = __atomic_load_n(&g_pool.gen, __ATOMIC_RELAXED) + 1;
+    __atomic_store_n(&g_pool.fn, fn, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_pool.ctx, ctx, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_pool.nchunks, nchunks, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_pool.done, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_pool.work, (unsigned long long)(unsigned)gen << 32, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&g_pool.gen, gen, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&g_pool.sleepers, __ATOMIC_SEQ_CST) > 0) {
+        pthread_mutex_lock(&g_pool.mu);
+        pthread_cond_broadcast(&g_pool.cv);
+        pthread_mutex_unlock(&g_pool.mu);
+    }
+    pool_drain(gen, fn, ctx, nchunks);
+    int spins = 0;
+    while (__atomic_load_n(&g_pool.done, __ATOMIC_ACQUIRE) < nchunks) {
+        if (++spins < 4000) cpu_relax();
+        else sched_yield(); /* a helper holding a chunk was preempted: let it run */
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Matrix jobs: rows [0, N) of one or more block matrices in chunks of ROWS_PER_CHUNK rows. */
+#define ROWS_PER_CHUNK 64
+
+typedef struct {
+    rows_fn rows;
+    const uint8_t *w;
+    size_t stride;
+    int nb, N, M, K;
+    const float *x, *xs;
+    float *y;
+    int acc;
+} gemm_job;
+
+static void gemm_chunk(void *p, int c) {
+    const gemm_job *j = (const gemm_job *)p;
+    const int n0 = c * ROWS_PER_CHUNK, n1 = n0 + ROWS_PER_CHUNK < j->N ? n0 + ROWS_PER_CHUNK : j->N;
+    for (int r = 0; r < j->M; r++)
+        j->rows(j->w, j->stride, j->nb, j->x + (size_t)r * j->K, j->xs + (size_t)r * j->nb, j->y + (size_t)r * j->N,
+                n0, n1, j->acc);
+}
+
+static int chunks_of(int n) { return (n + ROWS_PER_CHUNK - 1) / ROWS_PER_CHUNK; }
+
+/** y[M,N] (+)= x[M,K] . W[N,K]^T for W stored as GGUF blocks of `qtype`. Sizes are element counts
+ * of the buffers as allocated; acc != 0 adds into y. */
+int wb_gemm(int qtype, const float *x, int64_t x_len, int M, int K, const uint8_t *w, int64_t w_len, int N,
+            float *y, int64_t y_len, int nthreads, int acc) {
+    const int bsz = block_bytes(qtype);
+    if (!bsz) return WB_E_QTYPE;
+    if (!x || !w || !y) return WB_E_NULL;
+    if (M <= 0 || K <= 0 || N <= 0 || K % 32 || nthreads <= 0) return WB_E_SHAPE;
+    const int nb = K / 32;
+    const size_t stride = (size_t)nb * bsz;
+    if (x_len < (int64_t)M * K || y_len < (int64_t)M * N || w_len < (int64_t)N * (int64_t)stride) return WB_E_SIZE;
+    float *xs = (float *)malloc(sizeof(float) * (size_t)M * nb);
+    if (!xs) return WB_E_NOMEM;
+    for (int r = 0; r < M; r++) block_sums(x + (size_t)r * K, K, xs + (size_t)r * nb);
+    gemm_job j = {rows_for(qtype), w, stride, nb, N, M, K, x, xs, y, acc};
+    pthread_mutex_lock(&g_pool_owner);
+    pool_size(nthreads);
+    pool_run(gemm_chunk, &j, chunks_of(N));
+    pthread_mutex_unlock(&g_pool_owner);
+    free(xs);
+    return WB_OK;
+}
+
+typedef struct {
+    int qtype, bsz, nb, N, K;
+    const uint8_t *w;
+    float *out;
+} dequant_job;
+
+/* Exactly gguf-py's arithmetic: a multiply, then an add (no fused multiply-add). */
+static void dequant_rows(const dequant_job *j, int n0, int n1) {
+    for (int n = n0; n < n1; n++) {
+        for (int b = 0; b < j->nb; b++) {
+            const uint8_t *blk = j->w + ((size_t)n * j->nb + b) * j->bsz;
+            float *o = j->out + (size_t)n * j->K + b * 32;
+            const float d = h2f_soft(blk);
+            if (j->qtype == WB_Q4_1) {
+                const float m = h2f_soft(blk + 2);
+                for (int i = 0; i < 16; i++) {
+                    const float lo = d * (float)(blk[4 + i] & 15);
+                    const float hi = d * (float)(blk[4 + i] >> 4);
+                    o[i] = lo + m;
+                    o[i + 16] = hi + m;
+                }
+            } else if (j->qtype == WB_Q4_0) {
+                for (int i = 0; i < 16; i++) {
+                    o[i] = d * (float)((int)(blk[2 + i] & 15) - 8);
+                    o[i + 16] = d * (float)((int)(blk[2 + i] >> 4) - 8);
+                }
+            } else {
+                const int8_t *q = (const int8_t *)(blk + 2);
+                for (int i = 0; i < 32; i++) o[i] = d * (float)q[i];
+            }
+        }
+    }
+}
+
+static void dequant_chunk(void *p, int c) {
+    const dequant_job *j = (const dequant_job *)p;
+    const int n0 = c * ROWS_PER_CHUNK, n1 = n0 + ROWS_PER_CHUNK < j->N ? n0 + ROWS_PER_CHUNK : j->N;
+    dequant_rows(j, n0, n1);
+}
+
+/** out[N,K] = dequantized W, with gguf-py's exact arithmetic (d*q + m: a multiply, then an add). */
+int wb_dequant(int qtype, const uint8_t *w, int64_t w_len, int N, int K, float *out, int64_t out_len,
+               int nthreads) {
+    const int bsz = block_bytes(qtype);
+    if (!bsz) return WB_E_QTYPE;
+    if (!w || !out) return WB_E_NULL;
+    if (N <= 0 || K <= 0 || K % 32 || nthreads <= 0) return WB_E_SHAPE;
+    const int nb = K / 32;
+    if (w_len < (int64_t)N * nb * bsz || out_len < (int64_t)N * K) return WB_E_SIZE;
+    dequant_job j = {qtype, bsz, nb, N, K, w, out};
+    if (nthreads == 1 || N < 2 * ROWS_PER_CHUNK) {
+        dequant_rows(&j, 0, N);
+        return WB_OK;
+    }
+    pthread_mutex_lock(&g_pool_owner);
+    pool_size(nthreads);
+    pool_run(dequant_chunk, &j, chunks_of(N));
+    pthread_mutex_unlock(&g_pool_owner);
+    return WB_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* One decode step. */
+static void rmsnorm(const float *x, const float *w, int K, float eps, float *out) {
+    float ss = 0.0f;
+    for (int i = 0; i < K; i++) ss += x[i] * x[i];
+    const float r = 1.0f / sqrtf(ss / (float)K + eps);
+    for (int i = 0; i < K; i++) out[i] = w[i] * (x[i] * r);
+}
+
+static void rope_head(float *v, const float *c, const float *s, int hd) {
+    const int half = hd / 2;
+    for (int i = 0; i < half; i++) {
+        const float a = v[i], b = v[i + half];
+        v[i] = a * c[i] + (-b) * s[i];
+        v[i + half] = b * c[i + half] + a * s[i + half];
+    }
+}
+
+/* cfg layout (int32): */
+enum {
+    C_LAYERS, C_HIDDEN, C_INTER, C_HEADS, C_KV_HEADS, C_HEAD_DIM, C_VOCAB,
+    C_EMB_QTYPE, C_HEAD_QTYPE, C_LAYER_QTYPE, C_COUNT
+};
+/* ptrs layout: embed, head, out_norm, then per layer: attn_norm, ffn_norm, q, k, v, o, gate, up, down */
+#define P_GLOBAL 3
+#define P_LAYER 9
+
+/** Scratch floats wb_decode_step needs for this config and KV capacity. */
+int64_t wb_decode_scratch(const int32_t *cfg, int ncfg, int cap) {
+    if (!cfg || ncfg != C_COUNT || cap <= 0) return WB_E_CONFIG;
+    const int64_t h = cfg[C_HIDDEN], i = cfg[C_INTER], nh = cfg[C_HEADS], nkv = cfg[C_KV_HEADS], hd = cfg[C_HEAD_DIM];
+    const int64_t widest = h > i ? h : i;
+    return 2 * h + (nh + 2 * nkv) * hd + nh * hd + 2 * i + widest / 32 + nh * (int64_t)cap;
+}
+
+typedef struct {
+    rows_fn lrows;
+    int H, I, NH, NKV, HD, cap, pos, rep;
+    size_t sH, sI, sA;
+    const uint8_t *wq, *wk, *wv, *wo, *wg, *wu, *wd;
+    float *x, *hb, *q, *k, *v, *att, *gate, *up, *xs, *probs, *kc, *vc;
+    const float *c, *s;
+    float scale;
+} step_job;
+
+/* Q, K and V rows as one chunk list */
+static void qkv_chunk(void *p, int c) {
+    const step_job *j = (const step_job *)p;
+    const int nq = chunks_of(j->NH * j->HD), nk = chunks_of(j->NKV * j->HD);
+    const uint8_t *w;
+    float *y;
+    int N;
+    if (c < nq) { w = j->wq; y = j->q; N = j->NH * j->HD; }
+    else if (c < nq + nk) { c -= nq; w = j->wk; y = j->k; N = j->NKV * j->HD; }
+    else { c -= nq + nk; w = j->wv; y = j->v; N = j->NKV * j->HD; }
+    const int n0 = c * ROWS_PER_CHUNK, n1 = n0 + ROWS_PER_CHUNK < N ? n0 + ROWS_PER_CHUNK : N;
+    j->lrows(w, j->sH, j->H / 32, j->hb, j->xs, y, n0, n1, 0);
+}
+
+static void attend_chunk(void *p, int h) {
+    const step_job *j = (const step_job *)p;
+    const int HD = j->HD, pos = j->pos;
+    float *qh = j->q + (size_t)h * HD, *pr = j->probs + (size_t)h * j->cap, *o = j->att + (size_t)h * HD;
+    rope_head(qh, j->c, j->s, HD);
+    const int kvh = h / j->rep;
+    const float *kj = j->kc + (size_t)kvh * j->cap * HD, *vj = j->vc + (size_t)kvh * j->cap * HD;
+    float mx = -INFINITY;
+    for (int t = 0; t <= pos; t++) {
+        float acc = 0.0f;
+        for (int d = 0; d < HD; d++) acc += qh[d] * kj[(size_t)t * HD + d];
+        acc *= j->scale;
+        pr[t] = acc;
+        if (acc > mx) mx = acc;
+    }
+    float sum = 0.0f;
+    for (int t = 0; t <= pos; t++) {
+        pr[t] = expf(pr[t] - mx);
+        sum += pr[t];
+    }
+    for (int d = 0; d < HD; d++) o[d] = 0.0f;
+    for (int t = 0; t <= pos; t++) {
+        const float wt = pr[t] / sum;
+        for (int d = 0; d < HD; d++) o[d] += wt * vj[(size_t)t * HD + d];
+    }
+}
+
+static void o_chunk(void *p, int c) {
+    const step_job *j = (const step_job *)p;
+    const int n0 = c * ROWS_PER_CHUNK, n1 = n0 + ROWS_PER_CHUNK < j->H ? n0 + ROWS_PER_CHUNK : j->H;
+    j->lrows(j->wo, j->sA, j->NH * j->HD / 32, j->att, j->xs, j->x, n0, n1, 1);
+}
+
+static void gate_up_chunk(void *p, int c) {
+    const step_job *j = (const step_job *)p;
+    const int n0 = c * ROWS_PER_CHUNK, n1 = n0 + ROWS_PER_CHUNK < j->I ? n0 + ROWS_PER_CHUNK : j->I;
+    j->lrows(j->wg, j->sH, j->H / 32, j->hb, j->xs, j->gate, n0, n1, 0);
+    j->lrows(j->wu, j->sH, j->H / 32, j->hb, j->xs, j->up, n0, n1, 0);
+    for (int i = n0; i < n1; i++) {
+        const float g = j->gate[i];
+        j->gate[i] = (g / (1.0f + expf(-g))) * j->up[i];
+    }
+}
+
+static void down_chunk(void *p, int c) {
+    const step_job *j = (const step_job *)p;
+    const int n0 = c * ROWS_PER_CHUNK, n1 = n0 + ROWS_PER_CHUNK < j->H ? n0 + ROWS_PER_CHUNK : j->H;
+    j->lrows(j->wd, j->sI, j->I / 32, j->gate, j->xs, j->x, n0, n1, 1);
+}
+
+/** Whole decoder for one token at position `pos`: embedding row, every layer (K/V written into the
+ * cache laid out [layers, 2, kv_heads, cap, head_dim]), final norm, logits. */
+int wb_decode_step(const int64_t *ptrs, int nptrs, const int32_t *cfg, int ncfg, float eps, int token, int pos,
+                   float *kv, int64_t kv_len, int cap, const float *cosr, const float *sinr, int64_t rope_len,
+                   float *scratch, int64_t scratch_len, float *logits, int64_t logits_len, int nthreads) {
+    if (!ptrs || !cfg || !kv || !cosr || !sinr || !scratch || !logits) return WB_E_NULL;
+    if (ncfg != C_COUNT) return WB_E_CONFIG;
+    const int L = cfg[C_LAYERS], H = cfg[C_HIDDEN], I = cfg[C_INTER], NH = cfg[C_HEADS], NKV = cfg[C_KV_HEADS],
+              HD = cfg[C_HEAD_DIM], V = cfg[C_VOCAB];
+    if (L <= 0 || H <= 0 || I <= 0 || NH <= 0 || NKV <= 0 || HD <= 0 || V <= 0 || nthreads <= 0) return WB_E_SHAPE;
+    if (H % 32 || I % 32 || (NH * HD) % 32 || HD % 2 || NH % NKV) return WB_E_SHAPE;
+    if (nptrs != P_GLOBAL + P_LAYER * L) return WB_E_CONFIG;
+    for (int j = 0; j < nptrs; j++)
+        if (!ptrs[j]) return WB_E_NULL;
+    const int eqt = cfg[C_EMB_QTYPE], hqt = cfg[C_HEAD_QTYPE], lqt = cfg[C_LAYER_QTYPE];
+    if (!block_bytes(eqt) || !block_bytes(hqt) || !block_bytes(lqt)) return WB_E_QTYPE;
+    if (token < 0 || token >= V || pos < 0 || pos >= cap) return WB_E_RANGE;
+    if ((int64_t)(pos + 1) * HD > rope_len) return WB_E_RANGE;
+    if (kv_len < (int64_t)L * 2 * NKV * cap * HD || logits_len < V) return WB_E_SIZE;
+    if (scratch_len < wb_decode_scratch(cfg, ncfg, cap)) return WB_E_SIZE;
+
+    step_job j;
+    j.x = scratch;
+    j.hb = j.x + H;
+    j.q = j.hb + H;
+    j.k = j.q + (size_t)NH * HD;
+    j.v = j.k + (size_t)NKV * HD;
+    j.att = j.v + (size_t)NKV * HD;
+    j.gate = j.att + (size_t)NH * HD;
+    j.up = j.gate + I;
+    j.xs = j.up + I;
+    j.probs = j.xs + (H > I ? H : I) / 32;
+    j.lrows = rows_for(lqt);
+    const int lb = block_bytes(lqt);
+    j.H = H; j.I = I; j.NH = NH; j.NKV = NKV; j.HD = HD; j.cap = cap; j.pos = pos; j.rep = NH / NKV;
+    j.sH = (size_t)(H / 32) * lb;
+    j.sI = (size_t)(I / 32) * lb;
+    j.sA = (size_t)(NH * HD / 32) * lb;
+    j.scale = 1.0f / sqrtf((float)HD);
+    j.c = cosr + (size_t)pos * HD;
+    j.s = sinr + (size_t)pos * HD;
+
+    /* embedding row: dequantize one row of the table */
+    {
+        const size_t es = (size_t)(H / 32) * block_bytes(eqt);
+        dequant_job dj = {eqt, block_bytes(eqt), H / 32, 1, H, (const uint8_t *)ptrs[0] + (size_t)token * es, j.x};
+        dequant_rows(&dj, 0, 1);
+    }
+    pthread_mutex_lock(&g_pool_owner);
+    pool_size(nthreads);
+    const int n_qkv = chunks_of(NH * HD) + 2 * chunks_of(NKV * HD);
+    for (int l = 0; l < L; l++) {
+        const int64_t *lp = ptrs + P_GLOBAL + P_LAYER * l;
+        j.wq = (const uint8_t *)lp[2]; j.wk = (const uint8_t *)lp[3]; j.wv = (const uint8_t *)lp[4];
+        j.wo = (const uint8_t *)lp[5]; j.wg = (const uint8_t *)lp[6]; j.wu = (const uint8_t *)lp[7];
+        j.wd = (const uint8_t *)lp[8];
+        j.kc = kv + (size_t)l * 2 * NKV * cap * HD;
+        j.vc = j.kc + (size_t)NKV * cap * HD;
+        rmsnorm(j.x, (const float *)lp[0], H, eps, j.hb);
+        block_sums(j.hb, H, j.xs);
+        pool_run(qkv_chunk, &j, n_qkv);
+        for (int h = 0; h < NKV; h++) {
+            rope_head(j.k + (size_t)h * HD, j.c, j.s, HD);
+            memcpy(j.kc + ((size_t)h * cap + pos) * HD, j.k + (size_t)h * HD, sizeof(float) * HD);
+            memcpy(j.vc + ((size_t)h * cap + pos) * HD, j.v + (size_t)h * HD, sizeof(float) * HD);
+        }
+        pool_run(attend_chunk, &j, NH);
+        block_sums(j.att, NH * HD, j.xs);
+        pool_run(o_chunk, &j, chunks_of(H));
+        rmsnorm(j.x, (const float *)lp[1], H, eps, j.hb);
+        block_sums(j.hb, H, j.xs);
+        pool_run(gate_up_chunk, &j, chunks_of(I));
+        block_sums(j.gate, I, j.xs);
+        pool_run(down_chunk, &j, chunks_of(H));
+    }
+    rmsnorm(j.x, (const float *)ptrs[2], H, eps, j.hb);
+    block_sums(j.hb, H, j.xs);
+    const int hb = block_bytes(hqt);
+    gemm_job hj = {rows_for(hqt), (const uint8_t *)ptrs[1], (size_t)(H / 32) * hb, H / 32, V, 1, H, j.hb, j.xs, logits, 0};
+    pool_run(gemm_chunk, &hj, chunks_of(V));
+    pthread_mutex_unlock(&g_pool_owner);
+    return WB_OK;
+}
