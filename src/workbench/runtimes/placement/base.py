@@ -179,6 +179,7 @@ class Placement(abc.ABC):
 _PLACEMENTS: dict[str, str] = {
     "thread": "workbench.runtimes.placement.thread:ThreadPlacement",
     "process": "workbench.runtimes.placement.process:ProcessPlacement",
+    "ray": "workbench.runtimes.placement.ray:RayPlacement",  # needs the `ray` extra
 }
 
 LIBRARY_PLACEMENT = "thread"
