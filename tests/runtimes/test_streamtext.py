@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
-from workbench.runtimes.streamtext import IncrementalDecoder, StopMatcher, ThinkSplitter
+from workbench.runtimes.streamtext import ThinkSplitter
+from workbench.textgen.stops import StopMatcher
 
 
 def _split(pieces: list[str], thinking: bool = False) -> tuple[str, str, int]:
@@ -46,11 +45,3 @@ def test_earliest_stop_wins_and_held_text_is_flushed() -> None:
     assert matcher.push("xab c") == "x"
     other = StopMatcher(["stop"])
     assert other.push("a st") == "a " and other.flush() == "st"
-
-
-@pytest.mark.parametrize("ids", [[1, 2, 3]])
-def test_incremental_decoder_waits_for_complete_characters(ids: list[int]) -> None:
-    table = {1: b"caf", 2: b"\xc3", 3: b"\xa9!"}
-    decoder = IncrementalDecoder(lambda seq: b"".join(table[i] for i in seq).decode("utf-8", errors="replace"))
-    assert [decoder.push(i) for i in ids] == ["caf", "", "é!"]
-    assert decoder.flush() == ""

@@ -111,3 +111,14 @@ async def test_think_streams_thinking_apart_from_the_answer(smollm2_torch: Model
     assert not any(chunk.thinking for chunk in chunks[first_answer:])  # thinking first, then the answer
     assert "<think>" not in thinking + answer and "</think>" not in thinking + answer
     assert chunks[-1].metrics.output_tokens <= 40
+
+
+async def test_stats_break_the_first_token_down(smollm2_torch: ModelRuntimeActor) -> None:
+    """Issue 17: where the time to the first token went, per request (benchmarks/ttft.py prints it)."""
+    completion = await smollm2_torch.chat("Name a fruit.", options=GREEDY | {"max_tokens": 4})
+    breakdown = (await smollm2_torch.stats()).details["first_token"]
+    steps = ("template_s", "tokenize_s", "prefill_s", "first_sample_s", "first_detokenize_s")
+    assert all(breakdown[step] >= 0 for step in steps)
+    assert breakdown["first_token_at"] > breakdown["started_at"]
+    assert sum(breakdown[step] for step in steps) < completion.metrics.ttft_s
+    assert 0 < breakdown["reused_tokens"] < breakdown["prompt_tokens"]  # the template's preamble was cached

@@ -1,21 +1,38 @@
-"""Our own sampling loop: one prefill pass, then one cached decode step per token.
+"""Our own generation loop: one prefill pass, then one cached decode step per token.
 
 Tokens are yielded one at a time so callers can stream, and the loop checks a cancel flag before
-every step. Stop strings are matched on decoded text; tokens that might be the start of a stop
-string are held back until it is clear they are not, so a stop string never leaks into the stream.
+every step. Picking a token is the shared :class:`workbench.textgen.sampler.Sampler`. Stop strings
+are matched on text with the shared :class:`~workbench.textgen.stops.StopMatcher` over a streaming
+detokenizer; a token is yielded once the text it produced is released by the matcher, so a stop
+string never leaks into the stream.
+
+``timings`` (optional dict) receives ``prefill_s`` (the prompt's forward pass), ``first_sample_s``
+(picking the first token) and ``reused_tokens`` for the time-to-first-token breakdown.
+
+Prompt caching (:class:`PromptCache`): the KV cache of the last generation is kept, with the ids it
+holds, and the next prompt that starts the same way only prefills what is new -- the chat template's
+system preamble on a fresh chat, the whole earlier conversation on the next turn (llama-server's
+``cache_prompt`` does the same). The reused positions are exactly what a full prefill would have
+written, so answers do not change; only the time to the first token does.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from .model import LlamaModel
+from workbench.textgen.detokenize import IncrementalDetokenizer
+from workbench.textgen.sampler import Sampler, apply_repetition_penalty
+from workbench.textgen.stops import StopMatcher
 
-__all__ = ["SamplingParams", "generate_tokens", "sample_next"]
+from .model import KVCache, LlamaModel
+
+__all__ = ["PromptCache", "SamplingParams", "generate_tokens"]
 
 
 @dataclass(frozen=True)
@@ -35,52 +52,57 @@ class SamplingParams:
     def __post_init__(self) -> None:
         if self.max_new_tokens < 0:
             raise ValueError("max_new_tokens must be >= 0")
-        if self.temperature < 0:
-            raise ValueError("temperature must be >= 0")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError("top_p must be in (0, 1]")
-        if self.top_k < 0:
-            raise ValueError("top_k must be >= 0")
         if self.repetition_penalty <= 0:
             raise ValueError("repetition_penalty must be > 0")
+        self.sampler()  # validates temperature, top_p and top_k
+
+    def sampler(self) -> Sampler:
+        """A fresh sampler (its own seeded generator) for one generation."""
+        return Sampler(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, seed=self.seed)
 
 
-def sample_next(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None) -> int:
-    """Pick one token id from a ``[vocab]`` float32 logits vector."""
-    if params.temperature == 0.0:
-        return int(torch.argmax(logits))
-    scores = logits / params.temperature
-    if params.top_k > 0 and params.top_k < scores.shape[-1]:
-        kth = torch.topk(scores, params.top_k).values[-1]
-        scores = scores.masked_fill(scores < kth, float("-inf"))
-    if params.top_p < 1.0:
-        sorted_scores, order = torch.sort(scores, descending=True)
-        probs = torch.softmax(sorted_scores, dim=-1)
-        # keep the smallest prefix whose mass reaches top_p (always at least one token)
-        drop = (probs.cumsum(-1) - probs) >= params.top_p
-        sorted_scores = sorted_scores.masked_fill(drop, float("-inf"))
-        scores = torch.full_like(scores, float("-inf")).scatter(0, order, sorted_scores)
-    probs = torch.softmax(scores, dim=-1)
-    return int(torch.multinomial(probs, 1, generator=gen))
+class PromptCache:
+    """One model's reusable KV cache and the token ids whose keys/values it holds, in order.
 
+    One generation at a time uses it: :meth:`take` hands the cache to a new generation (which then
+    owns it) and bumps `epoch`; an older generation that is resumed afterwards fails loudly rather
+    than writing over the newer one's cache.
+    """
 
-def _apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
-    """CTRL-style penalty (divide positive, multiply negative logits of tokens already present)."""
-    picked = logits[seen]
-    logits = logits.clone()
-    logits[seen] = torch.where(picked > 0, picked / penalty, picked * penalty)
-    return logits
+    def __init__(self, model: LlamaModel) -> None:
+        self._model = model
+        self._cache: KVCache | None = None
+        self.ids: list[int] = []
+        self.epoch = 0
 
-
-def _longest_stop_prefix(text: str, stops: Sequence[str]) -> int:
-    """Length of the longest suffix of ``text`` that is a proper prefix of some stop string."""
-    best = 0
-    for s in stops:
-        for n in range(min(len(s) - 1, len(text)), best, -1):
-            if text.endswith(s[:n]):
-                best = n
+    def take(self, ids: Sequence[int]) -> tuple[KVCache, int, int]:
+        """``(cache, reused, epoch)``: ``reused`` leading ids of ``ids`` are already in the cache
+        (always fewer than ``len(ids)``: the last prompt token is run to get the next token's logits)."""
+        if self._cache is None:
+            self._cache = self._model.new_cache(self._model.config.context_length)
+        reused = 0
+        for limit, (have, want) in enumerate(zip(self.ids, ids[: len(ids) - 1])):
+            if have != want:
                 break
-    return best
+            reused = limit + 1
+        del self.ids[reused:]
+        self.epoch += 1
+        return self._cache, reused, self.epoch
+
+    def check(self, epoch: int) -> None:
+        """Refuse a generation that no longer owns the cache (a newer one took it)."""
+        if epoch != self.epoch:
+            raise RuntimeError("a newer generation has taken over this model's KV cache")
+
+    def clear(self) -> None:
+        """Forget and free the cache (its memory grows with the longest conversation seen)."""
+        self._cache = None
+        self.ids = []
+        self.epoch += 1
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self._cache is None else self._cache.nbytes
 
 
 def generate_tokens(
@@ -89,18 +111,20 @@ def generate_tokens(
     params: SamplingParams,
     *,
     cancel: threading.Event | None = None,
-    decode: Callable[[list[int]], str] | None = None,
+    tokenizer: Any = None,
+    timings: dict[str, float] | None = None,
+    prompt_cache: PromptCache | None = None,
 ) -> Iterator[int]:
     """Yield new token ids until a stop token/string, ``max_new_tokens``, or ``cancel`` is set.
 
-    ``decode`` (token ids -> text) is needed only when ``params.stop`` is non-empty.
+    ``tokenizer`` (a `tokenizers.Tokenizer`) is needed only when ``params.stop`` is non-empty.
     Stop token ids are not yielded; neither are tokens overlapping a matched stop string.
     """
     ids = torch.as_tensor(input_ids, dtype=torch.long).reshape(-1)
     if ids.numel() == 0:
         raise ValueError("input_ids is empty")
-    if params.stop and decode is None:
-        raise ValueError("stop strings need a decode function")
+    if params.stop and tokenizer is None:
+        raise ValueError("stop strings need a tokenizer")
     if params.max_new_tokens == 0:
         return
     stop_ids = set(
@@ -109,60 +133,65 @@ def generate_tokens(
         else ([] if model.config.eos_token_id is None else [model.config.eos_token_id])
     )
     stop_list = torch.tensor(sorted(stop_ids), dtype=torch.long)
-    gen: torch.Generator | None = None
-    if params.temperature > 0.0:
-        gen = torch.Generator()
-        gen.manual_seed(params.seed if params.seed is not None else torch.seed())
-    stops = [s for s in params.stop if s]
+    sampler = params.sampler()
     prompt_len = int(ids.numel())
-    cache = model.new_cache(prompt_len + params.max_new_tokens)
+    if prompt_cache is not None:
+        cache, reused, epoch = prompt_cache.take(ids.tolist())
+    else:
+        cache, reused, epoch = model.new_cache(prompt_len + params.max_new_tokens), 0, 0
     if prompt_len + 1 > cache.capacity:
         raise ValueError(f"prompt of {prompt_len} tokens does not fit the context ({cache.capacity})")
     max_new = min(params.max_new_tokens, cache.capacity - prompt_len)
     penalty = params.repetition_penalty
     seen = ids.clone() if penalty != 1.0 else None
+    matcher = StopMatcher(params.stop) if params.stop else None
+    detokenizer = IncrementalDetokenizer(tokenizer) if matcher is not None else None
+    held: list[tuple[int, int]] = []  # (token, end of its text) not yet yielded: text still held by the matcher
+    produced_chars = released_chars = 0
 
-    generated: list[int] = []
-    held = 0  # number of trailing generated tokens not yet yielded (possible stop-string start)
-    pos = 0
-    step_input = ids
+    generated = 0
+    pos = reused
+    step_input = ids[reused:]
+    if timings is not None:
+        timings["reused_tokens"] = reused
     with torch.inference_mode():
         for _ in range(max_new):
             if cancel is not None and cancel.is_set():
                 return
+            started = time.perf_counter()
+            if prompt_cache is not None:
+                prompt_cache.check(epoch)
             logits = model.forward(step_input, pos, cache)[-1]
+            if prompt_cache is not None:
+                prompt_cache.ids.extend(step_input.tolist())
+            sampled = time.perf_counter()
             pos += int(step_input.numel())
             if seen is not None:
-                logits = _apply_repetition_penalty(logits, seen, penalty)
-            if len(generated) < params.min_new_tokens and stop_list.numel():
+                logits = apply_repetition_penalty(logits, seen, penalty)
+            if generated < params.min_new_tokens and stop_list.numel():
                 logits = logits.index_fill(0, stop_list, float("-inf"))
-            token = sample_next(logits, params, gen)
+            token = sampler(logits)
+            if timings is not None and generated == 0:
+                timings["prefill_s"] = sampled - started
+                timings["first_sample_s"] = time.perf_counter() - sampled
             if token in stop_ids:
                 break
-            generated.append(token)
+            generated += 1
             if seen is not None:
                 seen = torch.cat([seen, torch.tensor([token])])
-            if stops:
-                assert decode is not None
-                text = decode(generated)
-                hit = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
-                if hit >= 0:
-                    # yield held tokens that end before the stop string begins
-                    start = len(generated) - held - 1
-                    for j in range(start, len(generated)):
-                        if len(decode(generated[: j + 1])) <= hit:
-                            yield generated[j]
-                        else:
-                            break
-                    return
-                keep = _longest_stop_prefix(text, stops)
-                held += 1
-                while held and (keep == 0 or len(decode(generated[: len(generated) - held + 1])) <= len(text) - keep):
-                    yield generated[len(generated) - held]
-                    held -= 1
-            else:
+            if matcher is None:
                 yield token
+            else:
+                assert detokenizer is not None
+                piece = detokenizer.push(token)
+                produced_chars += len(piece)
+                held.append((token, produced_chars))
+                released_chars += len(matcher.push(piece))
+                while held and held[0][1] <= released_chars:
+                    yield held.pop(0)[0]
+                if matcher.stopped:
+                    return
             step_input = torch.tensor([token])
     # natural end: release anything held back for a stop string that never completed
-    for j in range(len(generated) - held, len(generated)):
-        yield generated[j]
+    for token, _ in held:
+        yield token

@@ -1,16 +1,16 @@
-"""Turning a stream of generated tokens into text chunks: incremental decoding, stop strings, thinking.
+"""Turning generated text into chunks: the thinking convention and its `<think>...</think>` split.
 
 Shared by the in-process runtimes (transformers, our torch engine), which generate token ids
-themselves and must do what a server would: emit text as soon as it is certain, cut the answer at a
-stop string (without showing its first characters), and route `<think>...</think>` to `Chunk.thinking`.
+themselves and must do what a server would. The lower-level pieces they also share -- streaming
+detokenisation, the stop-string matcher, the sampler -- live in `workbench.textgen`, below both
+`runtimes` and `engine`; this module adds what is about chat chunks: routing `<think>...</think>` to
+`Chunk.thinking`, and our thinking prompt for models without a thinking template.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-
 from workbench.runtimes.types import ChatMessage, Chunk
+from workbench.textgen.stops import held_back
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
@@ -27,74 +27,6 @@ def with_think_instruction(messages: list[ChatMessage]) -> list[ChatMessage]:
         system = ChatMessage(role="system", content=f"{messages[0].text}\n\n{THINK_INSTRUCTION}")
         return [system, *messages[1:]]
     return [ChatMessage(role="system", content=THINK_INSTRUCTION), *messages]
-
-
-class IncrementalDecoder:
-    """Decodes a growing list of token ids and returns only the new text.
-
-    Decoding the whole list each step is what makes multi-token characters and word-initial spaces
-    come out right; a trailing U+FFFD means a character is not complete yet, so we wait for it.
-    """
-
-    def __init__(self, decode: Callable[[Sequence[int]], str]) -> None:
-        self._decode = decode
-        self.ids: list[int] = []
-        self._emitted = 0
-
-    def push(self, token_id: int) -> str:
-        self.ids.append(token_id)
-        text = self._decode(self.ids)
-        if text.endswith("\ufffd"):
-            return ""
-        delta = text[self._emitted:]
-        self._emitted = len(text)
-        return delta
-
-    def flush(self) -> str:
-        text = self._decode(self.ids)
-        delta = text[self._emitted:]
-        self._emitted = len(text)
-        return delta
-
-
-def _held_back(text: str, markers: Sequence[str]) -> int:
-    """How many trailing characters of `text` could be the start of one of `markers`."""
-    hold = 0
-    for marker in markers:
-        for size in range(min(len(marker) - 1, len(text)), 0, -1):
-            if text.endswith(marker[:size]):
-                hold = max(hold, size)
-                break
-    return hold
-
-
-@dataclass
-class StopMatcher:
-    """Cuts the text at the first stop string; holds back text that might begin one."""
-
-    stops: Sequence[str]
-    _pending: str = ""
-    stopped: bool = False
-
-    def push(self, delta: str) -> str:
-        """The text that is safe to show now; after a stop string, `stopped` is True and nothing more."""
-        if self.stopped:
-            return ""
-        if not self.stops:
-            return delta
-        text = self._pending + delta
-        positions = [index for stop in self.stops if stop and (index := text.find(stop)) >= 0]
-        if positions:
-            self.stopped = True
-            self._pending = ""
-            return text[: min(positions)]
-        hold = _held_back(text, self.stops)
-        self._pending = text[len(text) - hold:] if hold else ""
-        return text[: len(text) - hold]
-
-    def flush(self) -> str:
-        pending, self._pending = self._pending, ""
-        return "" if self.stopped else pending
 
 
 class ThinkSplitter:
@@ -131,7 +63,7 @@ class ThinkSplitter:
         if self.state == "thinking":
             index = text.find(THINK_CLOSE)
             if index < 0:
-                hold = _held_back(text, [THINK_CLOSE])
+                hold = held_back(text, [THINK_CLOSE])
                 out.append(Chunk(thinking=self._thought(text[: len(text) - hold])))
                 self._pending = text[len(text) - hold:]
                 text = ""

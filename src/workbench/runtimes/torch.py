@@ -115,6 +115,8 @@ class TorchWorker(ModelWorker):
         self.weights: str | None = spec.options.get("weights")
         self.engine: Any = None
         self.load_time_s: float | None = None
+        self.first_token: dict[str, float] = {}  # the last request's time-to-first-token breakdown
+        self._prompt_timing: dict[str, float] | None = None
 
     def import_libraries(self) -> None:
         import workbench.engine  # noqa: F401 - torch and the engine's kernels, before the baseline
@@ -169,18 +171,22 @@ class TorchWorker(ModelWorker):
             "device": "cpu",
             "memory_bytes": engine.memory_bytes(),
             "load_time_s": self.load_time_s,
-            "details": {"path": str(engine.path), "weights": engine.weights, "torch_threads": engine.threads},
+            "details": {"path": str(engine.path), "weights": engine.weights, "torch_threads": engine.threads,
+                        "prompt_cache_bytes": engine.prompt_cache.nbytes,
+                        "first_token": dict(self.first_token)},
         }
 
     # ----- prompts and decoding ---------------------------------------------------------------------------
     def _chat_ids(self, messages: list[ChatMessage], thinking: bool) -> tuple[list[int], bool]:
         engine = self._require()
+        self._prompt_timing = timing = {"started_at": time.perf_counter()}
         if thinking:
             messages = with_think_instruction(messages)
         dicts = [{"role": item.role, "content": item.text} for item in messages]
-        ids = engine.chat_input_ids(dicts)
-        if thinking:
-            ids = ids + engine.tokenizer.encode(THINK_OPEN + "\n")
+        text = engine.tokenizer.render_chat(dicts) + (THINK_OPEN + "\n" if thinking else "")
+        rendered = time.perf_counter()
+        ids = engine.tokenizer.encode(text)
+        timing |= {"template_s": rendered - timing["started_at"], "tokenize_s": time.perf_counter() - rendered}
         return ids, thinking
 
     def _produce(
@@ -189,6 +195,10 @@ class TorchWorker(ModelWorker):
         from workbench.engine import SamplingParams
 
         engine = self._require()
+        # timings of this request (with the template's and tokenizer's when `_chat_ids` made the prompt)
+        self.first_token = self._prompt_timing or {"started_at": time.perf_counter()}
+        self._prompt_timing = None
+        self.first_token["prompt_tokens"] = len(ids)
         room = engine.config.context_length - len(ids)
         if room <= 0:
             raise PromptTooLong(f"the prompt is {len(ids)} tokens; the model's context is {engine.config.context_length}")
@@ -208,10 +218,16 @@ class TorchWorker(ModelWorker):
             )
             decoder = engine.tokenizer.stream_decoder()
             generated: list[int] = []
-            for token_id in engine.generate(ids, params, cancel):
+            timings = self.first_token if produced == 0 else None
+            for token_id in engine.generate(ids, params, cancel, timings):
                 produced += 1
                 generated.append(token_id)
-                yield from route_text(stopper.push(decoder.push(token_id)), 1, splitter)
+                if produced == 1:
+                    self.first_token["first_token_at"] = time.perf_counter()
+                chunks = route_text(stopper.push(decoder.push(token_id)), 1, splitter)
+                if produced == 1:
+                    self.first_token["first_detokenize_s"] = time.perf_counter() - self.first_token["first_token_at"]
+                yield from chunks
                 if stopper.stopped:
                     break
             yield from route_text(stopper.push(decoder.flush()) + stopper.flush(), None, splitter)

@@ -57,8 +57,6 @@ from workbench.runtimes.placement.thread import ThreadPlacement
 from workbench.runtimes.streamtext import (
     THINK_CLOSE,
     THINK_OPEN,
-    IncrementalDecoder,
-    StopMatcher,
     ThinkSplitter,
     route_text,
     with_think_instruction,
@@ -74,6 +72,9 @@ from workbench.runtimes.types import (
     TextPart,
     Usage,
 )
+from workbench.textgen.detokenize import IncrementalDetokenizer
+from workbench.textgen.sampler import Sampler
+from workbench.textgen.stops import StopMatcher
 
 DEFAULT_MAX_TOKENS = 512
 _FALLBACK_TEMPLATE_ROLES = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
@@ -320,7 +321,7 @@ class TransformersWorker(ModelWorker):
         limit = self._max_new_tokens(loaded, inputs, options)
         produced, finish, closed = 0, "stop", False
         while True:
-            decoder = IncrementalDecoder(lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
+            decoder = IncrementalDetokenizer(tokenizer, skip_special_tokens=True)
             budget = options.model_copy(update={"max_tokens": limit - produced})
             for token_id, finish_reason in self._tokens(loaded, inputs, budget, cancel):
                 if finish_reason is not None:
@@ -361,18 +362,14 @@ class TransformersWorker(ModelWorker):
         model = loaded.model
         limit = self._max_new_tokens(loaded, inputs, options)
         eos = self._eos_ids(loaded)
-        generator = None
-        if not _greedy(options):
-            generator = torch.Generator()
-            generator.manual_seed(options.seed if options.seed is not None else torch.seed())
+        sampler = Sampler(temperature=options.temperature, top_k=options.top_k, top_p=options.top_p, seed=options.seed)
         with torch.inference_mode():
             from transformers import DynamicCache
 
             cache = DynamicCache(config=model.config.get_text_config())
             outputs = model(**inputs, past_key_values=cache, use_cache=True)
             for step in range(limit):
-                token = _next_token(outputs.logits[:, -1, :], options, generator)
-                token_id = int(token)
+                token_id = sampler(outputs.logits[:, -1, :])
                 if token_id in eos:
                     yield -1, "stop"
                     return
@@ -380,7 +377,7 @@ class TransformersWorker(ModelWorker):
                 if cancel.is_set():
                     return
                 if step + 1 < limit:  # no forward pass for a token nobody will take
-                    outputs = model(input_ids=token.view(1, 1), past_key_values=outputs.past_key_values, use_cache=True)
+                    outputs = model(input_ids=torch.tensor([[token_id]]), past_key_values=outputs.past_key_values, use_cache=True)
         yield -1, "length"
 
     @staticmethod
@@ -426,25 +423,3 @@ class TransformersWorker(ModelWorker):
 
         metrics = RequestMetrics(correlation_id="", operation="embed", input_tokens=int(mask.sum()))
         return Embeddings(vectors=vectors.tolist(), model=self.entry.name, normalized=True, method=method, metrics=metrics)
-
-
-def _greedy(options: GenerationOptions) -> bool:
-    return options.temperature is None or options.temperature == 0.0
-
-
-def _next_token(logits: torch.Tensor, options: GenerationOptions, generator: torch.Generator | None) -> torch.Tensor:
-    """Greedy argmax, or a sample with temperature, top-k and top-p applied in that order."""
-    if generator is None:
-        return logits.argmax(dim=-1)
-    scores = logits.float() / float(options.temperature or 1.0)
-    if options.top_k is not None and options.top_k < scores.shape[-1]:
-        kth = torch.topk(scores, options.top_k, dim=-1).values[..., -1, None]
-        scores = scores.masked_fill(scores < kth, float("-inf"))
-    if options.top_p is not None and options.top_p < 1.0:
-        ordered, order = torch.sort(scores, descending=True, dim=-1)
-        cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
-        remove = cumulative - ordered.softmax(dim=-1) >= options.top_p  # keep the token that crosses p
-        ordered = ordered.masked_fill(remove, float("-inf"))
-        scores = torch.full_like(scores, float("-inf")).scatter(-1, order, ordered)
-    probabilities = scores.softmax(dim=-1)
-    return torch.multinomial(probabilities, 1, generator=generator).view(-1)
