@@ -190,6 +190,21 @@ class LlamaModel:
         self._sin = torch.empty(0)
         self._native = _NativeDecoder.build(self)
 
+    def describe_weights(self) -> str:
+        """How the weights are stored and multiplied, e.g. ``q4: Q4_1+Q8_0 blocks, fp32 math, C kernels
+        (avx2, extension); decode step in one native call``. Names any projection that is not on
+        the mode's kernels, so a partial fallback is visible too."""
+        lins: list[LinearLike] = [self.lm_head] + [x for L in self.layers for x in (L.qkv, L.o, L.gate_up, L.down)]
+        if self.mode != "q4":
+            math = "fp32 math, torch" if self.mode == "fp32" else "bfloat16 math, torch (drifts from fp32)"
+            return f"{self.mode}: {math}"
+        native = [x for x in lins if isinstance(x, NativeBlockLinear)]
+        qtypes = "+".join(sorted({x.qtype for x in native}))
+        text = f"q4: {qtypes} blocks, fp32 math, {native[0].kernels.describe()}" if native else "q4: no block kernels"
+        if len(native) < len(lins):
+            text += f"; {len(lins) - len(native)} of {len(lins)} projections dequantized to fp32 (unsupported block type)"
+        return text + ("; decode step in one native call" if self._native is not None else "; decode layer by layer in torch")
+
     @property
     def native_decode(self) -> bool:
         """Whether decode steps run as one call into the C kernels."""
