@@ -1,35 +1,17 @@
-"""`workbench serve`'s OpenAI API over fast scripted actors: the exact SSE shapes, thinking, every
+"""`workbench serve`'s OpenAI API over the fast scripted actors of `scripted_server` (tests/ollama/conftest.py): the exact SSE shapes, thinking, every
 refusal in OpenAI's error shape, an error after the stream began, and a client that goes away."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from tests.ollama.support import EmbeddingOnly, ThinkingScripted
-from tests.support.scripted import ScriptedActor
 from workbench.server.app import APIServer
-
-
-@pytest.fixture(scope="module")
-async def server() -> AsyncIterator[APIServer]:
-    actors = [ScriptedActor("echo", delay_s=0.002), ThinkingScripted("thinker"), EmbeddingOnly("embedder"),
-              ScriptedActor("slowpoke", delay_s=0.3)]
-    for actor in actors:
-        actor.start()
-        await actor.wait_ready()
-    served = APIServer(actors, port=0)
-    await served.start()
-    yield served
-    await served.close()
-    for actor in actors:
-        await actor.stop()
 
 
 def _events(text: str) -> list[Any]:
@@ -37,9 +19,9 @@ def _events(text: str) -> list[Any]:
     return [item if item == "[DONE]" else json.loads(item) for item in data]
 
 
-async def test_sse_shapes_with_and_without_usage(server: APIServer) -> None:
+async def test_sse_shapes_with_and_without_usage(scripted_server: APIServer) -> None:
     ask = {"model": "echo", "messages": [{"role": "user", "content": "one two"}], "stream": True}
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with httpx.AsyncClient(base_url=scripted_server.url) as http:
         plain = await http.post("/v1/chat/completions", json=ask)
         with_usage = await http.post("/v1/chat/completions", json={**ask, "stream_options": {"include_usage": True}})
     assert plain.headers["content-type"].startswith("text/event-stream")
@@ -57,8 +39,8 @@ async def test_sse_shapes_with_and_without_usage(server: APIServer) -> None:
     assert all(e["usage"] is None for e in events[:-2])
 
 
-async def test_thinking_streams_in_reasoning_content(server: APIServer) -> None:
-    client = openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="unused")
+async def test_thinking_streams_in_reasoning_content(scripted_server: APIServer) -> None:
+    client = openai.AsyncOpenAI(base_url=f"{scripted_server.url}/v1", api_key="unused")
     stream = await client.chat.completions.create(
         model="thinker", messages=[{"role": "user", "content": "hello there"}], stream=True,
         extra_body={"chat_template_kwargs": {"enable_thinking": True}})
@@ -90,16 +72,16 @@ async def test_thinking_streams_in_reasoning_content(server: APIServer) -> None:
     ("/v1/embeddings", {"model": "embedder", "input": [1, 2]}, 400, "input"),
     ("/v1/embeddings", {"model": "nope", "input": "x"}, 404, "does not exist"),
 ])
-async def test_refusals_in_openais_shape(server: APIServer, path: str, body: dict, status: int, words: str) -> None:
-    async with httpx.AsyncClient(base_url=server.url) as http:
+async def test_refusals_in_openais_shape(scripted_server: APIServer, path: str, body: dict, status: int, words: str) -> None:
+    async with httpx.AsyncClient(base_url=scripted_server.url) as http:
         answer = await http.post(path, json=body)
     assert answer.status_code == status, answer.text
     error = answer.json()["error"]
     assert set(error) == {"message", "type", "param", "code"} and words in error["message"]
 
 
-async def test_an_error_after_the_stream_began_is_an_error_event(server: APIServer) -> None:
-    client = openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="unused")
+async def test_an_error_after_the_stream_began_is_an_error_event(scripted_server: APIServer) -> None:
+    client = openai.AsyncOpenAI(base_url=f"{scripted_server.url}/v1", api_key="unused")
     stream = await client.chat.completions.create(
         model="echo", messages=[{"role": "user", "content": "please FAIL now"}], stream=True)
     with pytest.raises(openai.APIError, match="scripted failure"):
@@ -110,15 +92,16 @@ async def test_an_error_after_the_stream_began_is_an_error_event(server: APIServ
     await client.close()
 
 
-async def test_a_client_that_goes_away_cancels_its_generation(server: APIServer) -> None:
-    actor = next(s.actor for s in server.api.models.values() if s.name == "slowpoke")
-    body = {"model": "slowpoke", "messages": [{"role": "user", "content": "a b c d e f g h i j"}], "stream": True}
-    async with httpx.AsyncClient(base_url=server.url) as http:
+async def test_a_client_that_goes_away_cancels_its_generation(scripted_server: APIServer) -> None:
+    actor = next(s.actor for s in scripted_server.api.models.values() if s.name == "slowpoke")
+    body = {"model": "slowpoke", "messages": [{"role": "user", "content": " ".join("abcdefghijklmnopqrst")}],
+            "stream": True}
+    async with httpx.AsyncClient(base_url=scripted_server.url) as http:
         async with http.stream("POST", "/v1/chat/completions", json=body) as response:
             async for _ in response.aiter_lines():
                 break  # the first event, then hang up
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + 2.0  # ten words at 0.3 s would take 3 s
+    deadline = loop.time() + 2.0  # twenty words at 0.2 s would take 4 s
     while str(actor.state) != "idle":
         assert loop.time() < deadline, "the generation went on after the client left"
         await asyncio.sleep(0.02)

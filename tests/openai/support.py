@@ -19,9 +19,11 @@ the first `loading_polls` calls.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
+from http import HTTPStatus
 from typing import Any
+
+from tests.ollama.support import FaultServer
 
 TIMINGS = {"cache_n": 0, "prompt_n": 12, "prompt_ms": 30.958, "prompt_per_token_ms": 2.58,
            "prompt_per_second": 387.6, "predicted_n": 3, "predicted_ms": 60.5,
@@ -30,47 +32,26 @@ USAGE = {"completion_tokens": 3, "prompt_tokens": 12, "total_tokens": 15}
 # vLLM's per-request metrics (PR #46768, docs/features/per_request_metrics.md): on the last message
 VLLM_METRICS = {"time_to_first_token_ms": 85.2, "generation_time_ms": 1240.5, "queue_time_ms": 12.3,
                 "mean_itl_ms": 9.1, "tokens_per_second": 103.2}
-REASONS = {200: "OK", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
-           500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 def error_body(status: int, message: str, kind: str) -> dict[str, Any]:
     return {"error": {"code": status, "message": message, "type": kind}}
 
 
-class ReplayServer:
+class ReplayServer(FaultServer):
+    """FaultServer's loopback HTTP plumbing, speaking the OpenAI API's shapes instead of Ollama's."""
+
     def __init__(self, *, api_key: str | None = None, slow_s: float = 2.0, models: list[str] | None = None) -> None:
+        super().__init__(slow_s=slow_s)
         self.api_key = api_key
-        self.slow_s = slow_s
         self.models = models or ["llamacpp"]
         self.loading_polls = 0
         self.requests: list[dict[str, Any]] = []
         self.headers_seen: list[dict[str, str]] = []
-        self.port = 0
-        self._server: asyncio.base_events.Server | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while await self._one(reader, writer):
-                pass
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
 
     async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -169,13 +150,9 @@ class ReplayServer:
         events.append(b"data: [DONE]\n\n")
         return events
 
-    async def _chunk(self, writer: asyncio.StreamWriter, data: bytes) -> None:
-        writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        await writer.drain()
-
     async def _json(self, writer: asyncio.StreamWriter, status: int, value: Any) -> bool:
         body = json.dumps(value).encode()
-        writer.write(f"HTTP/1.1 {status} {REASONS[status]}\r\nContent-Type: application/json; charset=utf-8\r\n"
-                     f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        writer.write(f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json; "
+                     f"charset=utf-8\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
         await writer.drain()
         return True
