@@ -1,8 +1,9 @@
 """Our own PyTorch inference engine for llama-architecture GGUF models (SmolLM2 and kin).
 
-No transformers in the forward pass or generation: weights come straight from the GGUF file
-(:mod:`.gguf_weights`), the decoder is :mod:`.model`, sampling is :mod:`.generate`. Only the
-tokenizer is borrowed from transformers.
+No transformers anywhere: weights come straight from the GGUF file (:mod:`.gguf_weights`), the
+decoder is :mod:`.model`, the generation loop is :mod:`.generate` (sampling with the shared
+:mod:`workbench.textgen.sampler`), and the tokenizer and chat template are built from the file's
+own metadata (:mod:`.tokenizer`).
 
 Weights modes (``LlamaEngine.load(weights=...)``):
 
@@ -27,11 +28,11 @@ from typing import Any
 
 import torch
 
-from .generate import SamplingParams, generate_tokens
+from .generate import PromptCache, SamplingParams, generate_tokens
 from .gguf_weights import GGUFError, GGUFFile, default_smollm2_path
 from .model import WEIGHT_MODES, LlamaConfig, LlamaModel, WeightsMode
 from .native import NativeUnavailable
-from .tokenizer import EngineTokenizer, StreamDecoder, load_tokenizer
+from .tokenizer import EngineTokenizer
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -39,7 +40,6 @@ __all__ = [
     "LlamaConfig",
     "LlamaEngine",
     "SamplingParams",
-    "StreamDecoder",
     "WEIGHT_MODES",
     "WeightsMode",
     "default_smollm2_path",
@@ -62,6 +62,7 @@ class LlamaEngine:
         self.weights: WeightsMode = weights
         self.requested_weights: WeightsMode = weights
         self.fallback_reason: str | None = None  # why `weights` is not what was asked for
+        self.prompt_cache = PromptCache(model)
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -87,7 +88,7 @@ class LlamaEngine:
         report = progress or (lambda _f, _m: None)
         f = GGUFFile(gguf_path)
         report(0.02, "tokenizer")
-        tokenizer = load_tokenizer(gguf_path)
+        tokenizer = EngineTokenizer.from_gguf_metadata(f.metadata, str(gguf_path))
         scaled: ProgressFn = lambda frac, msg: report(0.1 + 0.9 * frac, msg)  # noqa: E731
         try:
             model = LlamaModel.from_gguf(f, weights, scaled)
@@ -99,7 +100,20 @@ class LlamaEngine:
             fallback = None
         engine = cls(model, tokenizer, gguf_path, n_threads, model.mode)
         engine.requested_weights, engine.fallback_reason = weights, fallback
+        report(0.99, "warming up")
+        engine.warm_up()
         return engine
+
+    def warm_up(self) -> None:
+        """Run every per-request step once (template, tokenizer, prefill, decode step, sampler,
+        detokenizer) so the first real request pays for no lazy initialisation; the template's
+        preamble stays in the prompt cache for the next chat."""
+        for text in ("Hi", "Hello there"):  # the second reuses the first's prefix: the masked prefill path
+            messages = [{"role": "user", "content": text}]
+            ids = self.chat_input_ids(messages) if self.tokenizer.chat_template is not None else self.tokenizer.encode(text)
+            decoder = self.tokenizer.stream_decoder()
+            for token in self.generate(ids, SamplingParams(max_new_tokens=2, min_new_tokens=2)):
+                decoder.push(token)
 
     # -- facts -------------------------------------------------------------------------------
     @property
@@ -118,7 +132,7 @@ class LlamaEngine:
         return how if self.fallback_reason is None else f"{how} -- {self.fallback_reason}"
 
     def memory_bytes(self) -> int:
-        """Bytes of weights held (KV caches are per generation and freed after it)."""
+        """Bytes of weights held (the prompt cache's KV memory is :attr:`PromptCache.nbytes`)."""
         return self.model.weight_bytes()
 
     def _apply_threads(self) -> None:
@@ -136,11 +150,14 @@ class LlamaEngine:
         input_ids: Sequence[int] | torch.Tensor,
         params: SamplingParams | None = None,
         cancel: threading.Event | None = None,
+        timings: dict[str, float] | None = None,
     ) -> Iterator[int]:
-        """Yield new token ids one at a time (EOS and stop strings are not yielded)."""
+        """Yield new token ids one at a time (EOS and stop strings are not yielded); `timings` gets
+        the first token's `prefill_s` and `first_sample_s`."""
         self._apply_threads()
         return generate_tokens(
-            self.model, input_ids, params or SamplingParams(), cancel=cancel, decode=self.tokenizer.decode
+            self.model, input_ids, params or SamplingParams(), cancel=cancel, tokenizer=self.tokenizer.backend,
+            timings=timings, prompt_cache=self.prompt_cache,
         )
 
     def generate_text(
