@@ -9,11 +9,12 @@ Shapes (llama.cpp tools/server/README.md, its issues #15443/#16048, vLLM's OpenA
   chunk with empty `choices` (with `prompt_tokens_details.cached_tokens`), and vLLM's per-request
   `metrics` on it when the request asked with `include_metrics`; `/v1/models` says `owned_by: vllm`.
 - `nousage`: a server that sends no usage at all; `thinktags`: `<think>...</think>` left in content.
-Faults: `missing` 404 (OpenAI error shape), `broken` 500, `busy` 429, `killed` (connection aborted
+Faults: `missing` 404 (OpenAI error shape), `broken` 500, `busy` 429, `loading` 503 "Loading model", `killed` (connection aborted
 mid-answer), `truncated` (stream ends cleanly without a finish_reason), `malformed` (an SSE line that
 is not JSON), `midstream` (an `error` event after 200), `slow` (answers after `slow_s`). A request without
 the expected bearer token (when `api_key` is set) gets 401. `/health` answers 503 "Loading model" for
-the first `loading_polls` calls.
+the first `loading_polls` calls. `/v1/models` lists llama.cpp's `meta` and `architecture` (model
+`textonly` reads no images).
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ class ReplayServer(FaultServer):
         if path == "/v1/models":
             data = [{"id": name, "object": "model", "created": 1735142223,
                      "owned_by": "vllm" if name == "vllm" else "llamacpp",
+                     "architecture": {"input_modalities": ["text"] if name == "textonly" else ["text", "image"],
+                                      "output_modalities": ["text"]},
                      "meta": {"vocab_type": 2, "n_vocab": 49152, "n_ctx_train": 8192, "n_embd": 576,
                               "n_params": 134515008, "size": 270898368}} for name in self.models]
             return await self._json(writer, 200, {"object": "list", "data": data})
@@ -89,6 +92,8 @@ class ReplayServer(FaultServer):
             return await self._json(writer, 404, error_body(404, "model 'missing' not found", "not_found_error"))
         if model == "broken":
             return await self._json(writer, 500, error_body(500, "llama_decode failed", "server_error"))
+        if model == "loading":
+            return await self._json(writer, 503, error_body(503, "Loading model", "unavailable_error"))
         if model == "busy":
             return await self._json(writer, 429, error_body(429, "too many requests", "rate_limit_error"))
         if model == "slow":

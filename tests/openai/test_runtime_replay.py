@@ -134,6 +134,7 @@ async def test_generate_with_system_goes_through_chat(actor: ModelRuntimeActor, 
     ("missing", ModelNotFound, "model 'missing' not found"),
     ("broken", RuntimeHTTPError, "llama_decode failed"),
     ("busy", RuntimeHTTPError, "rate limiting"),
+    ("loading", RuntimeHTTPError, "HTTP 503.*still loading its model"),
     ("killed", RuntimeProtocolError, "closed the connection"),
     ("truncated", RuntimeProtocolError, "no finish_reason"),
     ("malformed", RuntimeProtocolError, "malformed line"),
@@ -222,3 +223,32 @@ async def test_llamacpp_loading_is_shown_as_loading(replay: ReplayServer) -> Non
     await actor.stop()
     ready = await OpenAIRuntimeActor.availability(replay.url)
     assert ready.available and "answers at" in ready.reason
+
+
+async def test_summarize_image_sends_image_url_parts(actor: ModelRuntimeActor, replay: ReplayServer) -> None:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4), (200, 30, 30)).save(buffer, format="PNG")
+    actor.model = "llamacpp"
+    done = await actor.summarize_image(buffer.getvalue())
+    assert done.text == "Hello there"
+    parts = replay.requests[-1]["messages"][0]["content"]
+    assert parts[0]["type"] == "text" and parts[1]["type"] == "image_url"
+    assert parts[1]["image_url"]["url"].startswith("data:image/png;base64,")
+
+
+async def test_a_model_that_reads_no_images_says_so(replay: ReplayServer) -> None:
+    from workbench.errors import NotSupported
+
+    replay.models = ["textonly"]
+    try:
+        actor = await _started(f"openai:-@{replay.url}")
+    finally:
+        replay.models = ["llamacpp"]
+    assert not actor.capabilities.summarize_image
+    with pytest.raises(NotSupported, match="reads no images"):
+        actor.summarize_image(b"\x89PNG\r\n")
+    await actor.stop()
