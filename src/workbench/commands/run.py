@@ -229,12 +229,14 @@ async def _embed(actor: ModelRuntimeActor, args: argparse.Namespace, options: Ge
 
 
 async def _placement_fields(actor: ModelRuntimeActor) -> dict[str, Any]:
-    """Where the model ran and its process's memory (RSS/USS, baseline, model = after load − baseline);
-    empty for runtimes that do not report them."""
+    """The runtime's own details, where the model ran and its process's memory (RSS/USS, baseline,
+    model = after load − baseline); empty for runtimes that report none of them."""
     stats = await actor.stats()
+    # what actually ran (e.g. the torch engine's weights mode and why), as the runtime reports it
+    fields: dict[str, Any] = {"runtime_details": stats.details} if stats.details else {}
     if stats.placement is None and stats.memory is None:
-        return {}
-    return {"placement": stats.placement, "memory": stats.memory.summary() if stats.memory else None}
+        return fields
+    return {**fields, "placement": stats.placement, "memory": stats.memory.summary() if stats.memory else None}
 
 
 class StreamPrinter:

@@ -171,7 +171,8 @@ class TorchWorker(ModelWorker):
             "device": "cpu",
             "memory_bytes": engine.memory_bytes(),
             "load_time_s": self.load_time_s,
-            "details": {"path": str(engine.path), "weights": engine.weights, "torch_threads": engine.threads,
+            "details": {"path": str(engine.path), "weights": engine.weights, "weights_requested": engine.requested_weights,
+                        "weights_note": engine.weights_note, "torch_threads": engine.threads,
                         "prompt_cache_bytes": engine.prompt_cache.nbytes,
                         "first_token": dict(self.first_token)},
         }
