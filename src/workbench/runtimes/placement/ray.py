@@ -44,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from workbench.errors import RuntimeUnavailable, WorkbenchError
 from workbench.metrics.memory import ProcessMemory, node_name, read_memory
@@ -423,8 +423,10 @@ class RayPlacement(Placement):
         super().__init__(spec, **options)
         try:
             self.settings = RayOptions.model_validate(options)
-        except Exception as error:
-            raise WorkbenchError(f"bad ray placement options for {spec.name}: {error}") from None
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors())
+            raise WorkbenchError(f"bad ray placement options for {spec.name}: {problems} "
+                                 f"(valid: {', '.join(RayOptions.model_fields)})") from None
         self.handle: Any = None
         self.figures: HostFigures | None = None
         self.connection: RayConnection | None = None

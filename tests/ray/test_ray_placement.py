@@ -1,0 +1,221 @@
+"""The `ray` placement against a real local Ray instance, started once for this module on 127.0.0.1.
+
+One `torch:smollm2` actor loads in a Ray actor for the module (one thread, one Ray CPU); tests that
+kill it let the supervisor restart it, so the next test finds it serving again. Ray's own start
+costs several seconds and about 1 GB of memory, which is why these tests live in a module of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import psutil
+import pytest
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (make test installs it)")
+
+from workbench.actors.actor import ActorState  # noqa: E402
+from workbench.actors.supervisor import RestartPolicy, Supervisor  # noqa: E402
+from workbench.errors import ActorFailed, MessageCancelled, RuntimeUnavailable, WorkbenchError  # noqa: E402
+from workbench.runtimes.inprocess import InProcessModelRuntimeActor  # noqa: E402
+from workbench.runtimes.placement import WorkerDied, WorkerSpec, create_placement  # noqa: E402
+from workbench.runtimes.placement import ray as ray_placement  # noqa: E402
+from workbench.runtimes.registry import create_actor  # noqa: E402
+from workbench.runtimes.types import Chunk, Usage  # noqa: E402
+
+QUESTION = "What is the capital of France?"
+GREEDY = {"temperature": 0.0}
+LONG = "Write a long story about a dragon."
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[ray_placement.RayConnection]:
+    """A private Ray instance of this test process, bound to 127.0.0.1 (the placement checks it)."""
+    connection = ray_placement.connect("local")
+    yield connection
+    ray_placement.disconnect()
+
+
+class Placed:
+    def __init__(self, actor: InProcessModelRuntimeActor) -> None:
+        self.actor = actor
+        self.supervisor = Supervisor(RestartPolicy(max_restarts=5, backoff_s=0.05))
+        self.supervisor.watch(actor)
+
+
+@pytest.fixture(scope="module")
+async def placed(local_ray: ray_placement.RayConnection) -> AsyncIterator[Placed]:
+    actor = create_actor("torch:smollm2", placement="ray", threads=1)
+    assert isinstance(actor, InProcessModelRuntimeActor)
+    actor.start()
+    await actor.wait_ready()
+    yield Placed(actor)
+    await actor.stop(drain=False)
+
+
+def host_pid(actor: InProcessModelRuntimeActor) -> int:
+    assert actor.placement is not None
+    pid = actor.placement.describe()["pid"]
+    assert isinstance(pid, int)
+    return pid
+
+
+async def wait_for(condition, timeout_s: float = 180.0) -> None:  # noqa: ANN001
+    """Wait (not a timing assertion) until `condition()` holds."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+# ----- without a cluster ----------------------------------------------------------------------------------
+def test_coalescing_joins_deltas_and_keeps_the_final_chunk_apart() -> None:
+    final = Chunk(done=True, finish_reason="stop", usage=Usage(input_tokens=3, output_tokens=4))
+    merged = ray_placement.coalesce([
+        Chunk(text="Pa", tokens=1), Chunk(text="ris", tokens=1), Chunk(thinking="hm", tokens=2), final,
+    ])
+    assert merged == [Chunk(text="Paris", thinking="hm", tokens=4), final]
+    assert ray_placement.coalesce([Chunk(text="a", tokens=1), Chunk(text="b")]) == [Chunk(text="ab", tokens=None)]
+
+
+def test_a_misspelt_option_is_refused_naming_it() -> None:
+    spec = WorkerSpec(factory="workbench.runtimes.torch:TorchWorker", model="smollm2", label="torch:smollm2")
+    with pytest.raises(WorkbenchError, match=r"bad ray placement options for torch:smollm2.*num_gpu"):
+        create_placement("ray", spec, num_gpu=1)
+
+
+def test_without_ray_the_placement_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError, as when not installed
+    with pytest.raises(RuntimeUnavailable, match=r"pip install -e '\.\[ray\]'"):
+        ray_placement.import_ray()
+
+
+def test_resources_default_to_the_thread_count() -> None:
+    spec = WorkerSpec(factory="workbench.runtimes.torch:TorchWorker", model="smollm2", options={"threads": 3})
+    assert create_placement("ray", spec).requirements() == {"CPU": 3.0}  # type: ignore[attr-defined]
+    assert create_placement("ray", spec, num_cpus=1, num_gpus=0.5, resources={"tpu": 2}).requirements() == {  # type: ignore[attr-defined]
+        "CPU": 1.0, "GPU": 0.5, "tpu": 2.0}
+
+
+# ----- a real local Ray instance ---------------------------------------------------------------------
+def test_the_local_instance_listens_on_loopback_only(local_ray: ray_placement.RayConnection) -> None:
+    assert local_ray.started_local and local_ray.nodes == ["127.0.0.1"]
+    listening = set()
+    for process in psutil.Process().children(recursive=True):
+        try:
+            listening |= {c.laddr.ip for c in process.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
+        except psutil.Error:
+            continue
+    assert listening and listening <= {"127.0.0.1", "::ffff:127.0.0.1"}, listening
+    status = ray_placement.probe()
+    assert status.installed and status.cluster.startswith("connected (local")
+
+
+async def test_chat_and_stream_through_a_ray_actor(placed: Placed) -> None:
+    actor = placed.actor
+    where = actor.placement.describe()  # type: ignore[union-attr]
+    assert where["kind"] == "ray" and where["node_ip"] == "127.0.0.1" and where["pid"] != os.getpid()
+    chunks = [chunk async for chunk in actor.chat(QUESTION, options=GREEDY | {"max_tokens": 24})]
+    assert len(chunks) > 2 and chunks[-1].done and chunks[-1].metrics is not None
+    assert "Paris" in "".join(chunk.text for chunk in chunks)
+    assert chunks[-1].metrics.output_tokens == sum(chunk.tokens or 0 for chunk in chunks[:-1])
+    completion = await actor.generate("Say hello.", options=GREEDY | {"max_tokens": 8})
+    assert completion.text and completion.metrics.output_tokens <= 8
+
+
+async def test_greedy_output_through_ray_equals_a_thread(placed: Placed, local_ray: ray_placement.RayConnection) -> None:
+    local = create_actor("torch:smollm2", placement="thread", threads=1)
+    local.start()
+    try:
+        await local.wait_ready()
+        options = GREEDY | {"max_tokens": 24}
+        in_thread = (await local.chat(QUESTION, options=options)).text
+        on_ray = (await placed.actor.chat(QUESTION, options=options)).text
+    finally:
+        await local.stop()
+    assert on_ray == in_thread and "Paris" in on_ray
+
+
+async def test_memory_is_the_ray_actors_own_process(placed: Placed) -> None:
+    stats = await placed.actor.stats()
+    memory = stats.memory
+    assert memory is not None and memory.placement == "ray" and not memory.shared
+    assert memory.pid == host_pid(placed.actor) != os.getpid()
+    assert psutil.Process(memory.pid).is_running()
+    assert memory.model_rss_bytes is not None and memory.model_rss_bytes > 50_000_000  # a ~100 MB model
+    assert stats.parameters and stats.details["torch_threads"] == 1
+    target = placed.actor.memory_target()  # on this machine: the live sampler reads the Ray actor's pid
+    assert target is not None and target.pid == memory.pid
+
+
+async def test_stats_are_answered_while_a_stream_runs(placed: Placed) -> None:
+    reply = placed.actor.generate(LONG, options=GREEDY | {"max_tokens": 60})
+    stream = aiter(reply)
+    await anext(stream)
+    stats = await asyncio.wait_for(placed.actor.stats(), timeout=5.0)
+    assert stats.state == "busy" and stats.memory is not None
+    reply.cancel()
+    with pytest.raises(MessageCancelled):
+        async for _ in stream:
+            pass
+
+
+async def test_cancel_mid_stream_stops_the_remote_worker(placed: Placed) -> None:
+    actor = placed.actor
+    reply = actor.generate(LONG, options=GREEDY | {"max_tokens": 400})
+    seen = 0
+    with pytest.raises(MessageCancelled):
+        async for chunk in reply:
+            seen += chunk.tokens or 0
+            if seen >= 3:
+                reply.cancel()
+    assert 3 <= seen < 400
+    # The remote worker stopped at its next token: the next answer does not wait behind ~400 tokens.
+    after = await actor.chat(QUESTION, options=GREEDY | {"max_tokens": 1})
+    assert after.metrics.output_tokens == 1 and after.metrics.queued_s < 1.0
+    assert after.metrics.e2e_s < 10.0  # 400 tokens take far longer on this machine
+    assert actor.state == ActorState.IDLE
+
+
+async def test_killing_the_ray_actor_mid_stream_fails_the_request_and_the_supervisor_restarts_it(
+    placed: Placed,
+) -> None:
+    actor = placed.actor
+    old_pid = host_pid(actor)
+    handle = actor.placement.handle  # type: ignore[union-attr]
+    reply = actor.generate(LONG, options=GREEDY | {"max_tokens": 300})
+    with pytest.raises(WorkerDied, match=r"ray actor for torch:smollm2 died: .*ray\.kill"):
+        async for _ in reply:
+            ray.kill(handle)
+    await wait_for(lambda: actor.restarts >= 1 and actor.state == ActorState.IDLE)
+    assert host_pid(actor) != old_pid
+    assert "Paris" in (await actor.chat(QUESTION, options=GREEDY | {"max_tokens": 12})).text
+
+
+async def test_a_request_no_node_can_hold_fails_at_once_with_the_nodes_resources(
+    local_ray: ray_placement.RayConnection,
+) -> None:
+    # A long placement timeout: the failure must come from the feasibility check, not from waiting.
+    actor = create_actor("torch:smollm2", placement="ray", threads=1,
+                         placement_options={"num_gpus": 1, "placement_timeout_s": 600})
+    actor.start()
+    with pytest.raises(ActorFailed, match=r"Ray cannot place torch:smollm2: it needs \{CPU: 1, GPU: 1\} "
+                                          r"and no node has that \(nodes: 127\.0\.0\.1: CPU \d+, GPU 0\)"):
+        await actor.wait_ready()
+    await actor.stop()
+
+
+async def test_a_request_the_busy_cluster_cannot_hold_now_fails_after_its_timeout(placed: Placed) -> None:
+    # The module's actor holds one of the instance's CPUs; this one wants them all.
+    total = int(ray.cluster_resources()["CPU"])
+    actor = create_actor("torch:smollm2", placement="ray", threads=total,
+                         placement_options={"placement_timeout_s": 1.0})
+    actor.start()
+    with pytest.raises(ActorFailed, match=rf"Ray did not place torch:smollm2 within 1 s: it needs \{{CPU: {total}\}}"):
+        await actor.wait_ready()
+    await actor.stop()
+    assert placed.actor.state == ActorState.IDLE
