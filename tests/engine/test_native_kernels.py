@@ -1,0 +1,221 @@
+"""The engine's C kernels: built and active, numerically right on every instruction set, and a bad
+call is a Python exception naming the problem, never a crash or a silent fallback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from workbench.engine import LlamaEngine, default_smollm2_path
+from workbench.engine.model import KVCache, LlamaConfig
+from workbench.engine.native import (
+    BLOCK_BYTES,
+    GGML_TYPE_IDS,
+    ISA_NAMES,
+    KernelError,
+    NativeKernels,
+    _build_from_source,
+    _extension_path,
+    compiler,
+    load_kernels,
+)
+
+QTYPES = ["Q4_1", "Q4_0", "Q8_0"]
+
+
+def random_blocks(qtype: str, n: int, k: int, seed: int = 0) -> torch.Tensor:
+    """``n`` rows of ``k`` values as valid GGUF blocks (fp16 scales in a realistic range)."""
+    rng = np.random.default_rng(seed)
+    nb = k // 32
+    out = np.zeros((n, nb, BLOCK_BYTES[qtype]), dtype=np.uint8)
+    out[..., 0:2] = rng.uniform(0.005, 0.05, (n, nb)).astype(np.float16)[..., None].view(np.uint8)
+    if qtype == "Q4_1":
+        out[..., 2:4] = rng.uniform(-0.4, 0.0, (n, nb)).astype(np.float16)[..., None].view(np.uint8)
+    payload = 2 if qtype != "Q4_1" else 4
+    out[..., payload:] = rng.integers(0, 256, (n, nb, BLOCK_BYTES[qtype] - payload), dtype=np.uint8)
+    return torch.from_numpy(out.reshape(n, -1))
+
+
+@pytest.fixture(scope="module")
+def kernels() -> NativeKernels:
+    return load_kernels()
+
+
+# -- built, loaded and active ---------------------------------------------------------------------
+def test_kernels_load_where_they_can_be_built() -> None:
+    """A machine with a C compiler (or an installed build) must have the kernels: no fallback there."""
+    if compiler() is None and _extension_path() is None:
+        with pytest.raises(Exception, match="compiler"):
+            load_kernels()
+        return
+    k = load_kernels()
+    assert k.origin in ("extension", "source build")
+    assert k.isa in ISA_NAMES.values()
+
+
+def test_installed_package_carries_the_built_extension() -> None:
+    """`pip install -e .` (make test/run) builds csrc/wbkernels.c into the package via setup.py."""
+    ext = _extension_path()
+    assert ext is not None, "workbench was installed without its kernels: run `pip install -e .` (make test does)"
+    assert load_kernels().origin == "extension"
+
+
+def test_runtime_dispatch_picks_what_the_cpu_has(kernels: NativeKernels) -> None:
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    if "avx512bw" in flags and "avx512vl" in flags:
+        assert kernels.isa == "avx512"
+    elif "avx2" in flags and "fma" in flags:
+        assert kernels.isa == "avx2"
+    else:
+        assert kernels.isa == "scalar"
+
+
+@pytest.mark.skipif(compiler() is None, reason="needs a C compiler to build a second copy")
+def test_source_builds_with_the_system_compiler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The development path: the shipped source compiles on its own and exposes every entry."""
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    built = _build_from_source()
+    assert built.is_file() and tmp_path in built.parents
+    import ctypes
+
+    lib = ctypes.CDLL(str(built))
+    for name in ("wb_gemm", "wb_dequant", "wb_decode_step", "wb_decode_scratch", "wb_isa", "wb_abi_version"):
+        assert hasattr(lib, name)
+
+
+def test_q4_engine_is_really_q4_with_native_decode() -> None:
+    """The parity tests compare q4 with transformers' fp32: they must never quietly run fp32."""
+    engine = LlamaEngine.load(default_smollm2_path(), threads=1)
+    assert engine.weights == "q4", engine.weights_note
+    assert engine.requested_weights == "q4" and engine.fallback_reason is None
+    assert engine.model.native_decode
+    assert "C kernels" in engine.weights_note and "one native call" in engine.weights_note
+
+
+# -- numbers ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("qtype", QTYPES)
+@pytest.mark.parametrize("rows", [1, 3])
+def test_gemm_matches_dense_fp32(kernels: NativeKernels, qtype: str, rows: int) -> None:
+    n, k = 200, 576  # n not a multiple of the chunk or pair size: the tails run too
+    w = random_blocks(qtype, n, k, seed=rows)
+    x = torch.randn(rows, k, generator=torch.Generator().manual_seed(1))
+    dense = kernels.dequant(qtype, w, n, k)
+    got = kernels.gemm(qtype, x, w, n)
+    want = F.linear(x.double(), dense.double()).float()
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), (got - want).abs().max()
+    acc = torch.ones(rows, n)
+    kernels.gemm(qtype, x, w, n, acc, accumulate=True)
+    assert torch.allclose(acc, got + 1, atol=1e-5)
+
+
+def test_dequant_equals_gguf_reference(kernels: NativeKernels) -> None:
+    import gguf
+
+    for qtype in QTYPES:
+        w = random_blocks(qtype, 8, 64)
+        ref = gguf.quants.dequantize(w.numpy(), gguf.GGMLQuantizationType[qtype]).reshape(8, 64)
+        assert torch.equal(kernels.dequant(qtype, w, 8, 64), torch.from_numpy(np.ascontiguousarray(ref))), qtype
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_gemm_does_not_depend_on_thread_count(kernels: NativeKernels, threads: int) -> None:
+    w = random_blocks("Q4_1", 1000, 576)
+    x = torch.randn(1, 576, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(kernels.gemm("Q4_1", x, w, 1000, threads=threads), kernels.gemm("Q4_1", x, w, 1000, threads=1))
+
+
+def test_scalar_and_vector_paths_agree(tmp_path: Path) -> None:
+    """Forcing the scalar code in a fresh process gives the same products (up to rounding order)."""
+    w = random_blocks("Q4_1", 64, 576)
+    x = torch.randn(2, 576, generator=torch.Generator().manual_seed(3))
+    torch.save({"w": w, "x": x}, tmp_path / "in.pt")
+    script = (
+        "import sys, torch\n"
+        "from workbench.engine.native import load_kernels\n"
+        "d = torch.load(sys.argv[1])\n"
+        "k = load_kernels()\n"
+        "print(k.isa)\n"
+        "torch.save(k.gemm('Q4_1', d['x'], d['w'], 64), sys.argv[2])\n"
+    )
+    env = {**os.environ, "WORKBENCH_KERNEL_ISA": "scalar"}
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "in.pt"), str(tmp_path / "out.pt")],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "scalar"
+    scalar = torch.load(tmp_path / "out.pt")
+    vector = load_kernels().gemm("Q4_1", x, w, 64)
+    assert torch.allclose(scalar, vector, atol=1e-4, rtol=1e-5)
+
+
+# -- bad calls are exceptions -----------------------------------------------------------------------
+def test_python_entries_check_dtype_layout_and_shape(kernels: NativeKernels) -> None:
+    w = random_blocks("Q4_1", 64, 576)
+    x = torch.randn(1, 576)
+    with pytest.raises(KernelError, match="float32"):
+        kernels.gemm("Q4_1", x.double(), w, 64)
+    with pytest.raises(KernelError, match="contiguous"):
+        kernels.gemm("Q4_1", torch.randn(576, 2).t(), w, 64)
+    with pytest.raises(KernelError, match="64 rows|rows of 576"):
+        kernels.gemm("Q4_1", x, w, 65)
+    with pytest.raises(KernelError, match="uint8"):
+        kernels.gemm("Q4_1", x, w.float(), 64)
+    with pytest.raises(KernelError, match="out must have shape"):
+        kernels.gemm("Q4_1", x, w, 64, torch.empty(1, 63))
+    with pytest.raises(KernelError, match="Q5_K"):
+        kernels.gemm("Q5_K", x, w, 64)
+    with pytest.raises(KernelError, match="rows of 500"):
+        kernels.dequant("Q4_1", w, 64, 500)
+
+
+def test_c_entries_check_sizes_before_touching_memory(kernels: NativeKernels) -> None:
+    """Straight into C with lying sizes: an error code, nothing written, no crash."""
+    w = random_blocks("Q4_1", 64, 576)
+    x = torch.randn(1, 576)
+    y = torch.full((1, 64), 7.0)
+    q41 = GGML_TYPE_IDS["Q4_1"]
+    gemm = kernels._gemm
+    assert gemm(q41, x.data_ptr(), 575, 1, 576, w.data_ptr(), w.numel(), 64, y.data_ptr(), 64, 1, 0) == -3
+    assert gemm(q41, x.data_ptr(), 576, 1, 576, w.data_ptr(), w.numel() - 1, 64, y.data_ptr(), 64, 1, 0) == -3
+    assert gemm(q41, x.data_ptr(), 576, 1, 576, w.data_ptr(), w.numel(), 64, y.data_ptr(), 63, 1, 0) == -3
+    assert gemm(q41, x.data_ptr(), 576, 1, 570, w.data_ptr(), w.numel(), 64, y.data_ptr(), 64, 1, 0) == -2
+    assert gemm(q41, None, 576, 1, 576, w.data_ptr(), w.numel(), 64, y.data_ptr(), 64, 1, 0) == -1
+    assert gemm(99, x.data_ptr(), 576, 1, 576, w.data_ptr(), w.numel(), 64, y.data_ptr(), 64, 1, 0) == -4
+    assert torch.equal(y, torch.full((1, 64), 7.0))
+
+
+def test_decode_step_rejects_out_of_range_token_and_position() -> None:
+    engine = LlamaEngine.load(default_smollm2_path(), threads=1)
+    model = engine.model
+    cache = model.new_cache(16)
+    with torch.inference_mode():
+        with pytest.raises(KernelError, match="out of range"):
+            model.forward(torch.tensor([model.config.vocab_size]), 0, cache)
+        with pytest.raises(ValueError, match="exceeds the KV cache"):
+            model.forward(torch.tensor([1]), 16, cache)
+        logits = model.forward(torch.tensor([1]), 0, cache)  # the engine still works afterwards
+    assert logits.shape == (1, model.config.vocab_size) and torch.isfinite(logits).all()
+
+
+def test_kv_cache_grows_and_keeps_what_it_holds() -> None:
+    cfg = LlamaConfig(
+        vocab_size=10, hidden_size=64, intermediate_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
+        head_dim=32, rope_theta=1e4, rope_scale=1.0, rms_eps=1e-5, context_length=4096, tie_embeddings=True,
+        bos_token_id=None, eos_token_id=None,
+    )
+    cache = KVCache(cfg, 1000)
+    assert cache.allocated == KVCache.INITIAL < 1000
+    cache.data[..., :5, :] = 3.0
+    cache.ensure(300)
+    assert 300 <= cache.allocated <= 1000
+    assert (cache.data[..., :5, :] == 3.0).all() and (cache.data[..., 5:, :] == 0).all()
+    with pytest.raises(ValueError, match="exceeds"):
+        cache.ensure(1001)
