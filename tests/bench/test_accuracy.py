@@ -90,7 +90,18 @@ async def test_embedding_agreement_is_cosine(actors: list[ScriptedActor]) -> Non
     assert all(s.accuracy is None and s.scored == 0 for s in run.summaries)
 
 
-async def test_one_actor_has_no_agreement(actors: list[ScriptedActor]) -> None:
+async async def test_an_actor_that_answers_nothing_is_compared_on_nothing(actors: list[ScriptedActor]) -> None:
+    broken = ScriptedActor("missing", limit=ConcurrencyLimit(1))
+    try:
+        run = await BenchmarkRunner(BenchmarkConfig(actors=[]), prompts=PROMPTS, actors=[actors[0], broken]).run()
+    finally:
+        await broken.stop(drain=False)
+    (pair,) = run.agreement
+    assert (pair.compared, pair.identical_rate, pair.mean_similarity) == (0, 0.0, None)
+    assert divergence_lines(run) == ["scripted:echo vs scripted:missing: no prompt was answered by both"]
+
+
+def test_one_actor_has_no_agreement(actors: list[ScriptedActor]) -> None:
     run = await BenchmarkRunner(BenchmarkConfig(actors=[]), prompts=PROMPTS, actors=actors[:1]).run()
     assert run.agreement == [] and "agreement" not in summary_table(run)
 
@@ -132,13 +143,13 @@ def test_a_version_1_file_still_loads(tmp_path: Path) -> None:
     path = tmp_path / "old.json"
     path.write_text(json.dumps(_version_1_file()), encoding="utf-8")
     run = load_benchmark(path)
-    assert run.version == BENCHMARK_VERSION == 2
+    assert run.version == BENCHMARK_VERSION == 3
     assert run.records[0].answer is None and run.records[0].score is None
     assert run.summaries[0].accuracy is None and run.agreement == [] and run.prompt_set[0].expected is None
     assert "-" in summary_table(run)  # no accuracy shown as "-"
     newer = tmp_path / "newer.json"
-    newer.write_text(json.dumps({**_version_1_file(), "version": 3}), encoding="utf-8")
-    with pytest.raises(SessionFileError, match="unsupported version 3: this workbench reads version 1 or 2"):
+    newer.write_text(json.dumps({**_version_1_file(), "version": 4}), encoding="utf-8")
+    with pytest.raises(SessionFileError, match="unsupported version 4: this workbench reads version 1 or 2 or 3"):
         load_benchmark(newer)
 
 

@@ -158,6 +158,9 @@ def divergence_lines(run: BenchmarkRun, per_pair: int = 8) -> list[str]:
     lines: list[str] = []
     for pair in run.agreement:
         differing = [p for p in pair.prompts if not p.identical]
+        if not pair.compared:
+            lines.append(f"{pair.a} vs {pair.b}: no prompt was answered by both")
+            continue
         if not differing:
             lines.append(f"{pair.a} vs {pair.b}: every compared answer identical ({pair.compared})")
             continue
