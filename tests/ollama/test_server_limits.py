@@ -31,6 +31,15 @@ class Counting(ScriptedActor):
         return super().stream_chat(request, message)
 
 
+class Chatty(ScriptedActor):
+    """Answers anything with 5 000 pieces of 10 KB, `delay_s` apart: more than loopback buffers hold."""
+
+    def _words(self, text: str):  # type: ignore[no-untyped-def]
+        for _ in range(5_000):
+            time.sleep(self.delay_s)
+            yield "y" * 10_000
+
+
 @pytest.fixture(scope="module")
 async def server() -> AsyncIterator[APIServer]:
     actor = Counting("echo")
@@ -157,3 +166,31 @@ async def test_slow_and_idle_clients_are_cut_off(server: APIServer, sent: bytes)
     assert time.perf_counter() - started < 3
     assert data == b"" or data.startswith(b"HTTP/1.1 408 ")
     writer.close()
+
+
+async def test_a_client_that_stops_reading_is_dropped_and_its_generation_cancelled() -> None:
+    import socket
+
+    actor = Chatty("chatty", delay_s=0.002)
+    actor.start()
+    await actor.wait_ready()
+    served = APIServer([actor], port=0, limits=ServerLimits(write_timeout_s=0.3))
+    await served.start()
+    body = json.dumps({"model": "chatty", "prompt": "talk"}).encode()
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        client.connect(("127.0.0.1", served.http.port))
+        client.sendall(_head("/api/generate", len(body)) + body)  # ...and never reads the answer
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while str(actor.state) != "busy":
+            assert loop.time() - started < 5
+            await asyncio.sleep(0.01)
+        while str(actor.state) != "idle":  # the whole answer (50 MB) would take 10 s or more
+            assert loop.time() - started < 8, "the server kept generating for a client that does not read"
+            await asyncio.sleep(0.05)
+    finally:
+        client.close()
+        await served.close()
+        await actor.stop()

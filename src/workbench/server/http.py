@@ -9,8 +9,9 @@ are not all free there either (uvicorn has no request-body limit and no deadline
 head), while this loop already handles streaming and disconnects. `ServerLimits` bounds what a
 client can make us hold: the request head (16 KiB, h11's default) apart from the body; the body,
 refused by its declared size before any of it is read (413), or as it arrives when chunked; a
-deadline for the head and the body (slow clients), and an idle deadline between keep-alive
-requests. `Expect: 100-continue` is answered with 100 once the declared size is acceptable.
+deadline for the head and the body (slow clients), an idle deadline between keep-alive
+requests, and a write deadline (a client that stops reading is dropped and its generation
+cancelled). `Expect: 100-continue` is answered with 100 once the declared size is acceptable.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class ServerLimits:
     header_timeout_s: float = 10.0  # from the first byte of a request to the end of its head
     body_timeout_s: float = 60.0  # from the end of the head to the end of the body
     idle_timeout_s: float = 30.0  # an idle keep-alive connection is closed after this
+    write_timeout_s: float = 60.0  # a client that reads none of our answer for this long is dropped
 
 
 class RequestRefused(Exception):
@@ -127,13 +129,20 @@ class _Connection:
         # as it arrives, so the body is bounded separately (read_request).
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
         self.cycles = 0
+        self.stalled = False  # a write waited past write_timeout_s: the connection is aborted, not flushed
 
     async def emit(self, event: Any) -> None:
+        if self.stalled:
+            raise ClientGone
         data = self.h11.send(event)
         if data:
             try:
                 self.writer.write(data)
-                await self.writer.drain()
+                async with asyncio.timeout(self.limits.write_timeout_s):
+                    await self.writer.drain()
+            except TimeoutError:  # the client stopped reading: drop it rather than hold the answer for it
+                self.stalled = True
+                raise ClientGone from None
             except (ConnectionError, RuntimeError) as error:
                 raise ClientGone from error
 
@@ -284,6 +293,8 @@ class HTTPServer:
             pass  # the server is closing: end this connection quietly
         finally:
             self._connections.discard(task)
+            if connection.stalled:
+                writer.transport.abort()  # close() would wait to flush to a client that does not read
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
