@@ -44,6 +44,7 @@ from workbench.actors import events
 from workbench.actors.actor import Message
 from workbench.actors.events import ActorEvent
 from workbench.errors import ModelNotFound, RuntimeHTTPError, RuntimeProtocolError, WorkbenchError
+from workbench.metrics.request import RequestMetrics
 from workbench.metrics.sampler import ProcessTarget
 from workbench.runtimes.base import Availability, ChatRequest, EmbedRequest, GenerateRequest
 from workbench.runtimes.ollama_common import ServerProcess, parse_ollama_host
@@ -295,8 +296,6 @@ class OpenAIRuntimeActor(RESTfulModelRuntimeActor):
                                        f"{len(request.inputs)} inputs")
         unit = all(abs(math.fsum(x * x for x in vector) - 1.0) < 1e-3 for vector in vectors)
         usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
-        from workbench.metrics.request import RequestMetrics
-
         metrics = RequestMetrics(operation="embed", input_tokens=_int(usage.get("prompt_tokens")))
         return Embeddings(vectors=vectors, model=self.model, normalized=unit, method="openai /v1/embeddings",
                           metrics=metrics)

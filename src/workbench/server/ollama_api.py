@@ -6,7 +6,9 @@ Requests go through the actors' mailboxes and so through the global concurrency 
 
 Shapes follow Ollama: NDJSON streams (`application/x-ndjson`, `stream` defaults to true), `created_at`
 in RFC 3339 with nanoseconds, `done` / `done_reason`, `{"error": "..."}` bodies (404 for an unknown
-model, 400 for bad JSON or missing fields), an `{"error": ...}` line when a stream fails after it began.
+model, 400 for bad JSON, missing fields or wrong types: bodies are validated by pydantic models of
+Ollama's request types, unknown fields ignored as Go's decoder does), an `{"error": ...}` line when a
+stream fails after it began.
 The final object's nanosecond metrics are the nearest honest analogues of Ollama's, from our own
 measurements: `total_duration` is end to end, `prompt_eval_duration` is start to first token
 (prefill), `eval_duration` first to last token, counts are the actor's token counts; `load_duration`
