@@ -90,7 +90,7 @@ async def test_embedding_agreement_is_cosine(actors: list[ScriptedActor]) -> Non
     assert all(s.accuracy is None and s.scored == 0 for s in run.summaries)
 
 
-async async def test_an_actor_that_answers_nothing_is_compared_on_nothing(actors: list[ScriptedActor]) -> None:
+async def test_an_actor_that_answers_nothing_is_compared_on_nothing(actors: list[ScriptedActor]) -> None:
     broken = ScriptedActor("missing", limit=ConcurrencyLimit(1))
     try:
         run = await BenchmarkRunner(BenchmarkConfig(actors=[]), prompts=PROMPTS, actors=[actors[0], broken]).run()

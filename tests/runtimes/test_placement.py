@@ -251,6 +251,23 @@ async def test_a_worker_exits_when_its_app_is_killed(tmp_path: Path) -> None:
     await wait_for(lambda: not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE, timeout_s=10)
 
 
+async def test_a_benchmark_run_file_carries_each_actors_own_memory(pair: Pair, tmp_path: Path) -> None:
+    from workbench.bench.runner import BenchmarkRunner
+    from workbench.sessions.schema import BenchmarkConfig
+    from workbench.sessions.store import load_benchmark, save_benchmark
+
+    config = BenchmarkConfig(actors=[], prompts="short", concurrency=[1], max_tokens=2, warmup=0)
+    run = await BenchmarkRunner(config, actors=[pair.transformers, pair.torch]).run()
+    loaded = load_benchmark(save_benchmark(run, tmp_path / "run.json"))
+    memory = {item.actor: item for item in loaded.actor_memory}
+    assert set(memory) == {"transformers:smollm2", "torch:smollm2"}
+    for actor in (pair.transformers, pair.torch):
+        item = memory[actor.spec]
+        assert item.pid == worker_pid(actor) and item.placement == "process" and not item.shared
+        assert item.model_uss_bytes == item.uss_bytes - item.baseline_uss_bytes  # type: ignore[operator]
+    assert memory["transformers:smollm2"].model_uss_bytes != memory["torch:smollm2"].model_uss_bytes
+
+
 async def test_the_app_graphs_one_memory_series_per_worker(pair: Pair, tmp_path: Path) -> None:
     from workbench.app.main import WorkbenchApp
 

@@ -45,6 +45,7 @@ from workbench.runtimes.registry import create_actor
 from workbench.runtimes.types import GenerationOptions
 from workbench.sessions.redact import redacted_labels
 from workbench.sessions.schema import (
+    ActorMemory,
     BenchmarkConfig,
     BenchmarkPrompt,
     BenchmarkRun,
@@ -118,6 +119,7 @@ class BenchmarkRunner:
         self.actor_factory = actor_factory
         self.records: list[RequestRecord] = []
         self.samples: list[ResourceRecord] = []
+        self.actor_memory: list[ActorMemory] = []
         self.summaries: list[LevelSummary] = []
         self.vectors: dict[str, dict[int, list[list[float]]]] = {}  # embed runs: label -> prompt -> batch
         self.versions = library_versions()
@@ -185,6 +187,7 @@ class BenchmarkRunner:
             prompt_set=list(self.prompts),
             notes=dict(self.notes),
             agreement=self.agreement(),
+            actor_memory=list(self.actor_memory),
         )
 
     def agreement(self) -> list[PairAgreement]:
@@ -222,16 +225,27 @@ class BenchmarkRunner:
                 if self.stopping:
                     break
                 await self._run_level(actor, label, level)
+            if ready is None:
+                await self._record_memory(actor, label)
         finally:
             self.sampler.unwatch(label)
             if owned:
                 with contextlib.suppress(Exception):
                     await actor.stop(drain=False)
 
+    async def _record_memory(self, actor: ModelRuntimeActor, label: str) -> None:
+        """The actor's own memory (its worker's process, baseline and model), when the runtime knows it."""
+        with contextlib.suppress(Exception):  # a dead worker: its requests already say so
+            memory = (await actor.stats()).memory
+            if memory is not None:
+                self.actor_memory.append(ActorMemory(actor=label, **memory.summary()))
+
     def _create(self, spec: str) -> ModelRuntimeActor:
         options: dict[str, Any] = {}
         if self.config.threads is not None:
             options["threads"] = self.config.threads
+        if self.config.placement is not None:
+            options["placement"] = self.config.placement
         actor = self.actor_factory(spec, **options)
         actor.start()
         return actor

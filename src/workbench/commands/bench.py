@@ -124,6 +124,7 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
         warmup=args.warmup,
         repeat=args.repeat,
         threads=args.threads,
+        placement=getattr(args, "placement", None),
         options=GenerationOptions(temperature=args.temperature) if args.op != "embed" else GenerationOptions(),
     )
     validate_config(config)
@@ -160,6 +161,8 @@ def execute(
     if line is not None:
         line.close()
     print(summary_table(result), flush=True)
+    for line_text in memory_lines(result):
+        print(line_text)
     try:
         saved = save_benchmark_or_fallback(result, output_path(result, output, sessions))
     except OSError as error:
@@ -172,6 +175,19 @@ def execute(
         print("workbench: interrupted; saved the requests that finished", file=sys.stderr)
         return INTERRUPTED_EXIT, result
     return (0 if saved.failed is None else 1), result
+
+
+def memory_lines(run: BenchmarkRun) -> list[str]:
+    """One line per actor: its own process's memory and what the model added over the baseline."""
+    def mib(value: int | None) -> str:
+        return "?" if value is None else f"{value / 2**20:.0f} MiB"
+
+    return [
+        f"memory {item.actor} ({item.placement or '?'} pid {item.pid}{', shared with the app' if item.shared else ''}): "
+        f"RSS {mib(item.rss_bytes)}, USS {mib(item.uss_bytes)}, model RSS {mib(item.model_rss_bytes)}, "
+        f"model USS {mib(item.model_uss_bytes)}"
+        for item in run.actor_memory
+    ]
 
 
 async def _run_interruptibly(runner: BenchmarkRunner) -> BenchmarkRun:

@@ -23,10 +23,13 @@ SCHEMA_VERSION = 2
 actor read without answering; a version-1 reader would have re-run the turns after it without it).
 Nothing else changed, so a version-1 file migrates as it is."""
 SESSION_VERSIONS = (1, 2)
-BENCHMARK_VERSION = 2
+BENCHMARK_VERSION = 3
 """Benchmark runs: 1 = speed only; 2 adds prompts' expectations, answers and scores, accuracy per
-summary, and agreement between actors (all optional, so a version-1 file migrates as it is)."""
-BENCHMARK_VERSIONS = (1, 2)
+summary, and agreement between actors (all optional, so a version-1 file migrates as it is);
+3 adds where in-process models ran (`config.placement`) and each actor's own memory
+(`actor_memory`: RSS/USS of its process, its baseline, model = after load − baseline), both
+optional, so version-1 and -2 files migrate as they are."""
+BENCHMARK_VERSIONS = (1, 2, 3)
 SESSION_FORMAT = "workbench.session"
 JOURNAL_FORMAT = "workbench.session-journal"
 BENCHMARK_FORMAT = "workbench.benchmark"
@@ -226,6 +229,7 @@ class BenchmarkConfig(Strict):
     repeat: int = 1
     threads: int | None = None
     options: GenerationOptions = Field(default_factory=GenerationOptions)
+    placement: str | None = Field(default=None, description="thread/process/...: where in-process models ran")
 
 
 class RequestRecord(Strict):
@@ -246,6 +250,22 @@ class ResourceRecord(Strict):
     t: float
     rss_bytes: int
     cpu_percent: float
+
+
+class ActorMemory(Strict):
+    """One actor's memory after its last level, read from the process that holds its model (version 3)."""
+
+    actor: str
+    placement: str | None = None
+    pid: int | None = None
+    node: str | None = None
+    shared: bool = Field(default=False, description="the process is shared with other actors (thread placement)")
+    rss_bytes: int | None = None
+    uss_bytes: int | None = None
+    baseline_rss_bytes: int | None = Field(default=None, description="the worker before its model loaded")
+    baseline_uss_bytes: int | None = None
+    model_rss_bytes: int | None = Field(default=None, description="rss − baseline: what the model added")
+    model_uss_bytes: int | None = None
 
 
 class Percentiles(Strict):
@@ -315,6 +335,7 @@ class BenchmarkRun(Strict):
     prompt_set: list[BenchmarkPrompt] = Field(default_factory=list)
     notes: dict[str, Any] = Field(default_factory=dict)
     agreement: list[PairAgreement] = Field(default_factory=list)
+    actor_memory: list[ActorMemory] = Field(default_factory=list)
 
 
 def migrate_session(data: dict[str, Any]) -> dict[str, Any]:
@@ -327,8 +348,8 @@ def migrate_session(data: dict[str, Any]) -> dict[str, Any]:
 
 def migrate_benchmark(data: dict[str, Any]) -> dict[str, Any]:
     """A benchmark file's JSON brought up to `BENCHMARK_VERSION` (the caller checked it is one of
-    `BENCHMARK_VERSIONS`). Version 1 -> 2 only added optional fields, so it just moves the number."""
+    `BENCHMARK_VERSIONS`). Versions 1 -> 2 -> 3 only added optional fields, so it just moves the number."""
     version = data.get("version")
-    if version == 1:
-        data = {**data, "version": 2}
+    if version in (1, 2):
+        data = {**data, "version": BENCHMARK_VERSION}
     return data
