@@ -101,7 +101,7 @@ async def test_an_actor_that_answers_nothing_is_compared_on_nothing(actors: list
     assert divergence_lines(run) == ["scripted:echo vs scripted:missing: no prompt was answered by both"]
 
 
-def test_one_actor_has_no_agreement(actors: list[ScriptedActor]) -> None:
+async def test_one_actor_has_no_agreement(actors: list[ScriptedActor]) -> None:
     run = await BenchmarkRunner(BenchmarkConfig(actors=[]), prompts=PROMPTS, actors=actors[:1]).run()
     assert run.agreement == [] and "agreement" not in summary_table(run)
 
