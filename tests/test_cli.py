@@ -63,8 +63,10 @@ def test_runtimes_json_lists_all_five_with_availability_and_reasons(reports: dic
 def test_runtimes_text_says_yes_or_no_and_why() -> None:
     done = workbench("runtimes")
     assert done.returncode == 0, done.stderr
-    lines = {line.split()[0]: line for line in done.stdout.splitlines() if line.strip()}
+    table, _, placements = done.stdout.partition("\n\n")  # runtimes, then the ray placement's line
+    lines = {line.split()[0]: line for line in table.splitlines() if line.strip()}
     assert set(lines) == RUNTIMES
+    assert placements.startswith("ray placement (in-process runtimes on a Ray cluster): Ray ")
     for line in lines.values():
         assert line.split()[1] in ("yes", "no")
         if line.split()[1] == "no":

@@ -41,7 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     placement_help = (f"where in-process runtimes (transformers, torch) run their model: {', '.join(placement_names())} "
                       f"(default: {COMMAND_PLACEMENT}, a worker process per model)")
-    parser.add_argument("--placement", choices=placement_names(), default=COMMAND_PLACEMENT, help=placement_help)
+    parser.add_argument("--placement", choices=placement_names(), default=COMMAND_PLACEMENT, help=placement_help,
+                        action=_Chosen)
+    ray_help = ("the Ray cluster for the ray placement: local (a private instance on 127.0.0.1), auto (the one "
+                "`ray start` made here, or RAY_ADDRESS) or ray://HOST:10001; implies --placement ray unless "
+                "--placement names another")
+    parser.add_argument("--ray", metavar="ADDRESS", help=ray_help)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for name in COMMAND_MODULES:
         try:
@@ -54,8 +59,29 @@ def build_parser() -> argparse.ArgumentParser:
     for name in PLACED_COMMANDS:  # `workbench run --placement thread ...` as well as before the command
         if name in subparsers.choices:
             subparsers.choices[name].add_argument(
-                "--placement", choices=placement_names(), default=argparse.SUPPRESS, help=placement_help)
+                "--placement", choices=placement_names(), default=argparse.SUPPRESS, help=placement_help,
+                action=_Chosen)
+            subparsers.choices[name].add_argument("--ray", metavar="ADDRESS", default=argparse.SUPPRESS, help=ray_help)
     return parser
+
+
+class _Chosen(argparse.Action):
+    """Stores `--placement` and notes that it was given, so `--ray` implies `ray` only when it was not."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.placement_chosen = True
+
+
+def _use_ray(args: argparse.Namespace) -> None:
+    if args.ray is None:
+        return
+    from workbench.runtimes.placement.ray import set_default_address
+
+    set_default_address(args.ray)
+    if not getattr(args, "placement_chosen", False):
+        args.placement = "ray"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         otel.enable_from(args.otel)
+        _use_ray(args)
         with using_placement(args.placement):
             if handler is None:
                 from workbench.commands.app import run_app

@@ -219,3 +219,35 @@ async def test_a_request_the_busy_cluster_cannot_hold_now_fails_after_its_timeou
         await actor.wait_ready()
     await actor.stop()
     assert placed.actor.state == ActorState.IDLE
+
+
+# ----- the command line -----------------------------------------------------------------------------
+def test_ray_address_implies_the_ray_placement_unless_another_is_named() -> None:
+    from workbench.cli import _use_ray, build_parser
+
+    try:
+        args = build_parser().parse_args(["--ray", "auto", "run", "torch:smollm2", "hi"])
+        _use_ray(args)
+        assert args.placement == "ray" and ray_placement.default_address() == "auto"
+        args = build_parser().parse_args(["run", "--placement", "process", "--ray", "ray://head:10001", "torch:smollm2"])
+        _use_ray(args)
+        assert args.placement == "process" and ray_placement.default_address() == "ray://head:10001"
+        with pytest.raises(WorkbenchError, match=r"bad Ray address 'http://head'"):
+            _use_ray(build_parser().parse_args(["--ray", "http://head", "runtimes"]))
+    finally:
+        ray_placement.set_default_address(None)
+
+
+def test_runtimes_reports_ray_and_whether_a_cluster_answers(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from workbench.cli import main
+
+    try:
+        assert main(["--ray", "ray://127.0.0.1:9", "runtimes", "--json"]) == 0  # port 9: nothing listens
+    finally:
+        ray_placement.set_default_address(None)
+    reports = {item["name"]: item for item in json.loads(capsys.readouterr().out)}
+    assert reports["torch"]["ray"]["installed"] is True
+    assert reports["torch"]["ray"]["cluster"].startswith("no cluster answers at ray://127.0.0.1:9")
+    assert "ray" not in reports["ollama-rest"]

@@ -35,6 +35,7 @@ import importlib.metadata
 import importlib.util
 import os
 import queue
+import re
 import socket
 import threading
 import time
@@ -90,8 +91,26 @@ def import_ray() -> Any:
     return ray
 
 
+_ADDRESS_FORM = re.compile(r"^(local|auto|(ray://)?[\w.\-\[\]:]+:\d+)$")
+_default_address: str | None = None
+
+
+def check_address(address: str) -> str:
+    """`local`, `auto`, `ray://HOST:PORT` (Ray Client) or `HOST:PORT` (a cluster's GCS), else an error."""
+    if not _ADDRESS_FORM.match(address):
+        raise WorkbenchError(f"bad Ray address {address!r}: write local, auto, ray://HOST:10001 or HOST:6379")
+    return address
+
+
+def set_default_address(address: str | None) -> None:
+    """The address `ray` placements use when their options name none (the CLI's `--ray`)."""
+    global _default_address
+    _default_address = check_address(address) if address is not None else None
+
+
 def default_address() -> str:
-    return os.environ.get("RAY_ADDRESS") or LOCAL
+    """`--ray`, else `RAY_ADDRESS` (Ray's own variable), else a private local instance."""
+    return _default_address or os.environ.get("RAY_ADDRESS") or LOCAL
 
 
 # ----- connecting ------------------------------------------------------------------------------------------
@@ -122,7 +141,7 @@ def connect(address: str | None = None) -> RayConnection:
     """Connect this process to Ray (blocking: call it off the event loop). Idempotent per address."""
     global _connection
     ray = import_ray()
-    wanted = address or default_address()
+    wanted = check_address(address or default_address())
     with _connect_lock:
         if _connection is not None and ray.is_initialized():
             if wanted not in (_connection.address, "auto") and not (wanted == LOCAL and _connection.started_local):
