@@ -194,3 +194,49 @@ async def test_a_client_that_stops_reading_is_dropped_and_its_generation_cancell
         client.close()
         await served.close()
         await actor.stop()
+
+
+class Stubborn(ScriptedActor):
+    """A model whose reply does not settle when cancelled (as the actor-core race of issue 11 left it):
+    its stream swallows the cancellation and goes on for a while."""
+
+    def stream_generate(self, request, message):  # type: ignore[no-untyped-def]
+        from workbench.runtimes.types import Chunk
+
+        async def run():  # type: ignore[no-untyped-def]
+            yield Chunk(text="first", tokens=1)
+            for _ in range(80):
+                try:
+                    await asyncio.sleep(0.05)
+                except asyncio.CancelledError:
+                    continue  # ignores the cancel: the reply stays open for 4 s
+            yield Chunk(done=True)
+
+        return run()
+
+
+async def test_a_client_that_half_closes_gets_its_socket_closed() -> None:
+    import socket
+
+    actor = Stubborn("stubborn")
+    actor.start()
+    await actor.wait_ready()
+    served = APIServer([actor], port=0)
+    await served.start()
+    body = json.dumps({"model": "stubborn", "prompt": "hi"}).encode()
+    client = socket.socket()
+    client.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.sock_connect(client, ("127.0.0.1", served.http.port))
+        await loop.sock_sendall(client, _head("/api/generate", len(body)) + body)
+        await asyncio.sleep(0.2)  # the answer has begun
+        client.shutdown(socket.SHUT_WR)  # half-close: "I am gone"
+        started = loop.time()
+        while await asyncio.wait_for(loop.sock_recv(client, 65536), 4):
+            pass  # read to the server's FIN; a socket left in CLOSE_WAIT would time out here
+        assert loop.time() - started < 2.5  # the reply itself stays open for 4 s
+    finally:
+        client.close()
+        await served.close()
+        await actor.stop(drain=False)

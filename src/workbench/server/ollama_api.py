@@ -333,7 +333,7 @@ class OllamaAPI:
             reply = start()
         except (NotSupported, ValueError, FileNotFoundError) as error:
             raise BadRequest(str(error)) from None
-        cancel_on_disconnect = asyncio.create_task(cancel_when_gone(responder, reply))
+        cancel_on_disconnect = asyncio.create_task(cancel_when_gone(responder, reply, asyncio.current_task()))
         try:
             if body.stream is not False:
                 await self._stream(responder, reply, frame)
@@ -500,9 +500,19 @@ def _parameter_size(parameters: int | None) -> str:
     return str(parameters)
 
 
-async def cancel_when_gone(responder: Responder, reply: Any) -> None:
+GONE_GRACE_S = 1.0
+
+
+async def cancel_when_gone(responder: Responder, reply: Any, handler: asyncio.Task[Any] | None = None,
+                           grace_s: float = GONE_GRACE_S) -> None:
+    """When the client goes, cancel its reply; if the handler is still waiting on that reply after
+    `grace_s` (a reply that does not settle), cancel the handler too, so the connection is closed
+    rather than left half-open (CLOSE_WAIT) behind a generation nobody reads."""
     await responder.disconnected.wait()
     reply.cancel()
+    if handler is not None:
+        await asyncio.sleep(grace_s)
+        handler.cancel()
 
 
 # ----- the server (moved to workbench.server.app; these names stay for callers of the old place) -----------

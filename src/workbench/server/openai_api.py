@@ -223,7 +223,7 @@ class OpenAIAPI:
         except (NotSupported, ValueError) as error:
             raise BadRequest(str(error)) from None
         shape = _Shape(body.model, chat, bool(body.stream_options and body.stream_options.include_usage))
-        watcher = asyncio.create_task(cancel_when_gone(responder, reply))
+        watcher = asyncio.create_task(cancel_when_gone(responder, reply, asyncio.current_task()))
         try:
             if body.stream:
                 await self._stream(responder, reply, shape)
