@@ -60,7 +60,8 @@ def test_replay_prints_each_panes_turns_with_figures(tmp_path: Path) -> None:
     lines = done.stdout.splitlines()
     assert lines[0].startswith("session capitals · ")
     assert "  [hf] scripted:echo" in lines and "  [pt] scripted:other" in lines
-    body = lines[3:]
+    assert lines[-1] == "-- 2 turns · 0.6 s"  # totals at the end: the file is streamed, not read ahead
+    body = lines[3:-1]
     assert body == [
         "[hf] > Capital of France?",
         "[pt] > Capital of Spain?",

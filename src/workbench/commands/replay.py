@@ -5,6 +5,11 @@ Playback prints each pane's turns with the tokens appearing at their recorded ti
 under it. `--rerun` sends the prompts again (to the recorded actors, or to `--actor SPEC ...`) and
 prints recorded and new answers side by side with their TTFT and tokens/s.
 
+Playback and `--json` stream the file (`stream_session`): events are read, validated and printed one
+at a time, so memory stays flat however long the session; the header comes first, and the turn
+count and duration are printed at the end. `--rerun` loads the session whole (bounded by the
+256 MB file limit), since it keeps every turn to compare.
+
 On a terminal, control characters from the file (escape sequences that retitle the window or clear
 the screen, carriage returns that overwrite lines) are removed from everything printed.
 """
@@ -20,11 +25,12 @@ import shutil
 import sys
 import textwrap
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any, TextIO
 
 from workbench.metrics.request import RequestMetrics
 from workbench.runtimes.types import GenerationOptions
-from workbench.sessions.playback import SessionPlayer, Turn, transcript
+from workbench.sessions.playback import SessionPlayer, Turn, transcript, transcript_events
 from workbench.sessions.rerun import RerunProgress, RerunResult, rerun_session
 from workbench.sessions.schema import (
     CancelledEvent,
@@ -35,8 +41,9 @@ from workbench.sessions.schema import (
     PaneEvent,
     PromptEvent,
     SessionEvent,
+    SessionHeader,
 )
-from workbench.sessions.store import default_sessions_dir, load_session
+from workbench.sessions.store import default_sessions_dir, load_session, stream_session
 
 
 def _speed(text: str) -> float:
@@ -112,8 +119,8 @@ def _for_terminal(stream: TextIO) -> TextIO:
 
 def run(args: argparse.Namespace) -> int:
     out, err = _for_terminal(sys.stdout), _for_terminal(sys.stderr)
-    session = load_session(args.file)
     if args.rerun or args.rerun_actors:
+        session = load_session(args.file)
         options = GenerationOptions(max_tokens=args.max_tokens) if args.max_tokens else None
         folder = Path(args.sessions) if getattr(args, "sessions", None) else default_sessions_dir()
         result = asyncio.run(_rerun(session, args.rerun_actors or None, folder, options, quiet=args.json, err=err))
@@ -122,11 +129,12 @@ def run(args: argparse.Namespace) -> int:
         else:
             print_comparison(result, out)
         return 0
+    header, events = stream_session(args.file)
     if args.json:
-        print(json.dumps(_transcript_json(session, args.file), indent=1, ensure_ascii=False), file=out)
+        print(json.dumps(_transcript_json(header, events, args.file), indent=1, ensure_ascii=False), file=out)
         return 0
     speed = math.inf if args.instant else args.speed
-    asyncio.run(play_to_terminal(session, speed, out))
+    asyncio.run(play_to_terminal(header, events, speed, out))
     return 0
 
 
@@ -139,22 +147,25 @@ class _TerminalPlayback:
     """Writes events as they come, starting a new labelled line whenever the pane (or the kind of
     text) changes, so interleaved panes stay readable."""
 
-    def __init__(self, session: ChatSession, out: TextIO) -> None:
+    def __init__(self, out: TextIO, *, flush_each: bool = True) -> None:
         self.out = out
-        self.labels = {pane.id: pane.id for pane in session.all_panes()}
+        self.flush_each = flush_each  # at instant speed into a file or pipe, one flush at the end will do
         self.line: tuple[str, str] | None = None  # (pane, "answer" | "thinking") of the open line
+        self.turns = 0
+        self.duration_s = 0.0
 
-    def header(self, session: ChatSession) -> None:
-        name = session.name or session.id
-        self.out.write(f"session {name} · {session.created_at:%Y-%m-%d %H:%M} · {session.turns} turns · "
-                       f"{session.duration_s:.1f} s\n")
-        for pane in session.all_panes():
+    def header(self, header: SessionHeader) -> None:
+        name = header.name or header.id
+        self.out.write(f"session {name} · {header.created_at:%Y-%m-%d %H:%M}\n")
+        for pane in header.panes:
             title = f" ({pane.title})" if pane.title else ""
             self.out.write(f"  [{pane.id}] {pane.spec}{title}\n")
 
     def event(self, event: SessionEvent) -> None:
         label = f"[{event.pane}]"
+        self.duration_s = max(self.duration_s, event.t)
         if isinstance(event, PromptEvent):
+            self.turns += 1
             self._say(f"{label} > {event.message.text}" + (f"  ({event.operation})" if event.operation != "chat" else ""))
         elif isinstance(event, ChunkEvent):
             if event.thinking:
@@ -170,10 +181,15 @@ class _TerminalPlayback:
             self._say(f"{label} cancelled")
         elif isinstance(event, PaneEvent):
             self._say(f"{label} pane opened on {event.record.spec}")
-        self.out.flush()
+        if self.flush_each:
+            self.out.flush()
 
     def finish(self) -> None:
         self._end_line()
+        self.out.flush()
+
+    def totals(self) -> None:
+        self.out.write(f"-- {self.turns} turns · {self.duration_s:.1f} s\n")
         self.out.flush()
 
     def _stream(self, pane: str, kind: str, text: str) -> None:
@@ -194,14 +210,16 @@ class _TerminalPlayback:
             self.line = None
 
 
-async def play_to_terminal(session: ChatSession, speed: float, out: TextIO) -> None:
-    printer = _TerminalPlayback(session, out)
-    printer.header(session)
+async def play_to_terminal(header: SessionHeader, events: Iterable[SessionEvent], speed: float, out: TextIO) -> None:
+    """Print the header, then each event as its time comes, then the totals; events stream."""
+    printer = _TerminalPlayback(out, flush_each=not math.isinf(speed) or out.isatty())
+    printer.header(header)
     try:
-        async for event in SessionPlayer(session).play(speed):
+        async for event in SessionPlayer.streaming(events).play(speed):
             printer.event(event)
     finally:
         printer.finish()
+    printer.totals()
 
 
 def _turn_json(turn: Turn) -> dict[str, Any]:
@@ -221,17 +239,18 @@ def _turn_json(turn: Turn) -> dict[str, Any]:
     }
 
 
-def _transcript_json(session: ChatSession, path: Path) -> dict[str, Any]:
-    turns = transcript(session)
+def _transcript_json(header: SessionHeader, events: Iterable[SessionEvent], path: Path) -> dict[str, Any]:
+    panes = {pane.id: pane for pane in header.panes}
+    turns = transcript_events(panes, events)
     return {
         "file": str(path),
-        "id": session.id,
-        "name": session.name,
-        "created_at": session.created_at.isoformat(),
+        "id": header.id,
+        "name": header.name,
+        "created_at": header.created_at.isoformat(),
         "panes": [
             {"id": pane.id, "spec": pane.spec, "title": pane.title,
              "turns": [_turn_json(turn) for turn in turns.get(pane.id, [])]}
-            for pane in session.all_panes()
+            for pane in panes.values()
         ],
     }
 

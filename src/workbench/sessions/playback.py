@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -27,6 +27,8 @@ from workbench.sessions.schema import (
     ChunkEvent,
     DoneEvent,
     ErrorEvent,
+    PaneEvent,
+    PaneRecord,
     PromptEvent,
     SessionEvent,
 )
@@ -67,9 +69,19 @@ def transcript(session: ChatSession) -> dict[str, list[Turn]]:
     Chunks and ends are matched to their prompt by correlation id; an event without one goes to the
     pane's latest turn.
     """
-    turns: dict[str, list[Turn]] = {pane.id: [] for pane in session.all_panes()}
+    return transcript_events({pane.id: pane for pane in session.all_panes()}, session.events)
+
+
+def transcript_events(panes: dict[str, PaneRecord], events: Iterable[SessionEvent]) -> dict[str, list[Turn]]:
+    """`transcript` over events as they stream (`stream_session`): memory follows the text, not the
+    number of events. `panes` (the header's, by id) gains the panes opened later, as they come."""
+    turns: dict[str, list[Turn]] = {pane_id: [] for pane_id in panes}
     by_id: dict[str, Turn] = {}
-    for event in session.events:
+    for event in events:
+        if isinstance(event, PaneEvent):
+            panes[event.record.id] = event.record  # as `ChatSession.all_panes`: a later record wins
+            turns.setdefault(event.record.id, [])
+            continue
         if isinstance(event, PromptEvent):
             pane_turns = turns.setdefault(event.pane, [])
             turn = Turn(event.pane, len(pane_turns), event.message, event.operation, event.options,
@@ -133,11 +145,17 @@ class SessionPlayer:
     `clock` and `sleep` are injectable so tests can drive playback on virtual time. Control methods
     (`pause`, `resume`, `set_speed`, `cancel`) may be called from any task on the same loop while
     `play` runs; they take effect at once, including in the middle of a wait.
+
+    `SessionPlayer.streaming(events)` plays events as an iterator gives them (`stream_session`), in
+    recorded order and without keeping them, so a huge session plays in constant memory; its
+    `duration` is then the time of the latest event played.
     """
 
     def __init__(self, session: ChatSession, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep) -> None:
-        self.session = session
+        self.session: ChatSession | None = session
         self.events: list[SessionEvent] = sorted(session.events, key=lambda event: event.t)  # stable
+        self._source: Iterable[SessionEvent] = self.events
+        self._latest_t = 0.0
         self._clock = clock
         self._sleep = sleep
         self._speed = 1.0
@@ -147,10 +165,19 @@ class SessionPlayer:
         self._anchor = clock()
         self._changed = asyncio.Event()
 
+    @classmethod
+    def streaming(
+        cls, events: Iterable[SessionEvent], *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep
+    ) -> SessionPlayer:
+        player = cls(ChatSession(id="stream"), clock=clock, sleep=sleep)
+        player.session = None
+        player._source = events
+        return player
+
     # ----- state ------------------------------------------------------------------------------------
     @property
     def duration(self) -> float:
-        return self.events[-1].t if self.events else 0.0
+        return self.events[-1].t if self.events else self._latest_t
 
     @property
     def speed(self) -> float:
@@ -202,7 +229,8 @@ class SessionPlayer:
         if speed is not None:
             self._speed = _check_speed(speed)
         self._anchor = self._clock()
-        for event in self.events:
+        for event in self._source:
+            self._latest_t = max(self._latest_t, event.t)
             await self._wait_until(event.t)
             if self._cancelled:
                 return

@@ -12,14 +12,17 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
+import re
 import stat
 import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import IO, Any, BinaryIO, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -221,14 +224,10 @@ def read_bounded(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
     return data
 
 
-def _read_text(path: Path, *, complete_lines_only: bool = False) -> str:
-    """The file's text. With `complete_lines_only` (a journal), bytes after the last newline are
-    dropped before decoding: a crash may cut that line inside a multi-byte character."""
-    data = read_bounded(path)
+def _read_text(path: Path) -> str:
+    """The file's text: a regular file, within the size limit, in UTF-8."""
     try:
-        if complete_lines_only:
-            data = data[: data.rfind(b"\n") + 1]
-        return data.decode("utf-8")
+        return read_bounded(path).decode("utf-8")
     except UnicodeDecodeError as error:
         raise SessionFileError(path, f"not UTF-8 text (byte {error.start})") from None
 
@@ -280,30 +279,216 @@ def load_session(path: Path | str) -> ChatSession:
     """Load a saved session (`.json`) or a journal (`.journal.jsonl`, possibly cut short by a crash)."""
     path = Path(path)
     if path.name.endswith(".jsonl"):
-        return _load_journal(path, _read_text(path, complete_lines_only=True))
+        header, events = _journal_stream(path)
+        return ChatSession(**header.model_dump(exclude={"format"}), format=SESSION_FORMAT, events=list(events))
     data = _parse_json(path, _read_text(path))
     _check_format(path, data, (SESSION_FORMAT,), SESSION_VERSIONS)
     return _validate(path, ChatSession, migrate_session(data))
 
 
-def _load_journal(path: Path, text: str) -> ChatSession:
-    lines = text.split("\n")
-    complete = lines[:-1]  # the text after the last newline is a line cut off mid-write, if any
-    if not complete:
-        raise SessionFileError(path, "empty journal (no complete header line)")
-    header_data = _parse_json(path, complete[0], " on line 1")
-    _check_format(path, header_data, (JOURNAL_FORMAT,), SESSION_VERSIONS)
-    header = _validate(path, SessionHeader, migrate_session(header_data), " on line 1")
-    events = []
-    for number, line in enumerate(complete[1:], start=2):
-        if not line.strip():
-            continue
-        data = _parse_json(path, line, f" on line {number}")
+# ----- streaming ------------------------------------------------------------------------------------------
+SessionEvents = Iterator[SessionEvent]
+
+
+def stream_session(path: Path | str) -> tuple[SessionHeader, SessionEvents]:
+    """A session read as it is used: the header (checked) at once, then its events one at a time,
+    each validated as it is read, so memory does not grow with the number of events. Problems found
+    later raise SessionFileError from the iterator. Events come in file (recorded) order.
+
+    A journal is read line by line. A saved `.json` is scanned incrementally (`_JSONScanner`) when,
+    as workbench writes it, `format` and `id` come before `events`; a file ordered otherwise is
+    loaded whole (still bounded by MAX_FILE_BYTES)."""
+    path = Path(path)
+    if path.name.endswith(".jsonl"):
+        return _journal_stream(path)
+    stream = open_regular_file(path)
+    try:
+        _check_size(path, stream)
+        scanner = _JSONScanner(path, stream)
+        header_data = scanner.header_before("events")
+    except BaseException:
+        stream.close()
+        raise
+    if header_data is None:  # not in workbench's order: read it whole
+        stream.close()
+        session = load_session(path)
+        return SessionHeader(**session.model_dump(exclude={"events"})), iter(session.events)
+    _check_format(path, header_data, (SESSION_FORMAT,), SESSION_VERSIONS)
+    header = _validate(path, SessionHeader, migrate_session(header_data))
+    return header, _closing(stream, scanner.array_items(_validate_event))
+
+
+def _check_size(path: Path, stream: BinaryIO) -> None:
+    size = os.fstat(stream.fileno()).st_size
+    if size > MAX_FILE_BYTES:
+        raise SessionFileError(path, f"file is {size} bytes, more than the {MAX_FILE_BYTES} bytes allowed")
+
+
+def _closing(stream: BinaryIO, items: SessionEvents) -> SessionEvents:
+    with stream:
+        yield from items
+
+
+def _validate_event(path: Path, data: Any, where: str) -> SessionEvent:
+    try:
+        return _event_adapter.validate_python(data)
+    except ValidationError as error:
+        raise SessionFileError(path, f"{where} is not a valid session event: {_describe(error)}") from None
+
+
+def _journal_stream(path: Path) -> tuple[SessionHeader, SessionEvents]:
+    """A journal's header, then its events line by line. Bytes after the last newline are a line cut
+    off by a crash (maybe mid-character) and are ignored; blank lines are skipped."""
+    stream = open_regular_file(path)
+    try:
+        _check_size(path, stream)
+        first = stream.readline()
+        if not first.endswith(b"\n"):
+            raise SessionFileError(path, "empty journal (no complete header line)")
+        header_data = _parse_json(path, _decode_line(path, first, 0), " on line 1")
+        _check_format(path, header_data, (JOURNAL_FORMAT,), SESSION_VERSIONS)
+        header = _validate(path, SessionHeader, migrate_session(header_data), " on line 1")
+    except BaseException:
+        stream.close()
+        raise
+    return header, _journal_events(path, stream, len(first))
+
+
+def _journal_events(path: Path, stream: BinaryIO, offset: int) -> SessionEvents:
+    with stream:
+        for number, raw in enumerate(stream, start=2):
+            if not raw.endswith(b"\n"):
+                return  # cut off mid-write
+            line = _decode_line(path, raw, offset)
+            offset += len(raw)
+            if line.strip():
+                yield _validate_event(path, _parse_json(path, line, f" on line {number}"), f"line {number}")
+
+
+def _decode_line(path: Path, raw: bytes, offset: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SessionFileError(path, f"not UTF-8 text (byte {offset + error.start})") from None
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+class _JSONScanner:
+    """Reads one JSON object incrementally: the members before a given key, then that key's array
+    one item at a time. Hand-written because the standard library has no incremental parser and
+    the one library that has (ijson) would be a new dependency for this single use; each value is
+    still decoded by `json` (`raw_decode`), so what is accepted is what `json.loads` accepts (NaN
+    refused, nesting bounded). A value is taken only once something follows it in the buffer (or
+    the file has ended), so a number cut at the buffer's edge is never misread."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, path: Path, stream: BinaryIO) -> None:
+        self.path = path
+        self.reader = io.TextIOWrapper(stream, encoding="utf-8", errors="strict", newline="")
+        self.buffer = ""
+        self.position = 0
+        self.ended = False
+        self.in_array = False
+        self.decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+    def _fill(self) -> bool:
         try:
-            events.append(_event_adapter.validate_python(data))
-        except ValidationError as error:
-            raise SessionFileError(path, f"line {number} is not a valid session event: {_describe(error)}") from None
-    return ChatSession(**header.model_dump(exclude={"format"}), format=SESSION_FORMAT, events=events)
+            data = self.reader.read(self.CHUNK)
+        except UnicodeDecodeError as error:
+            raise SessionFileError(self.path, f"not UTF-8 text ({error.reason})") from None
+        if not data:
+            self.ended = True
+            return False
+        self.buffer = self.buffer[self.position:] + data
+        self.position = 0
+        return True
+
+    def peek(self) -> str | None:
+        """The next character that is not whitespace (not consumed); None at the end of the file."""
+        while True:
+            self.position = _WHITESPACE.match(self.buffer, self.position).end()  # type: ignore[union-attr]
+            if self.position < len(self.buffer):
+                return self.buffer[self.position]
+            if not self._fill():
+                return None
+
+    def expect(self, characters: str) -> str:
+        found = self.peek()
+        if found is None or found not in characters:
+            shown = "the end of the file" if found is None else repr(found)
+            wanted = " or ".join(map(repr, characters))
+            raise SessionFileError(self.path, f"not valid JSON (expected {wanted}, found {shown})")
+        self.position += 1
+        return found
+
+    def value(self) -> Any:
+        if self.peek() is None:
+            raise SessionFileError(self.path, "not valid JSON (the file ends where a value should be)")
+        while True:
+            try:
+                value, end = self.decoder.raw_decode(self.buffer, self.position)
+                if end < len(self.buffer) or self.ended:
+                    self.position = end
+                    return value
+            except RecursionError:
+                raise SessionFileError(self.path, "JSON nested too deeply") from None
+            except json.JSONDecodeError as error:
+                if self.ended:
+                    raise SessionFileError(self.path, f"not valid JSON ({error.msg})") from None
+            except ValueError as error:  # NaN / Infinity
+                raise SessionFileError(self.path, f"not valid JSON ({error})") from None
+            self._fill()
+
+    def header_before(self, key: str) -> dict[str, Any] | None:
+        """The object's members up to `key` (consumed, with its `[`), or the whole object when it has
+        no such key; None when `format` or `id` would come after it."""
+        self.expect("{")
+        members: dict[str, Any] = {}
+        if self.peek() == "}":
+            self.position += 1
+            self._expect_end()
+            return members
+        while True:
+            name = self.value()
+            if not isinstance(name, str):
+                raise SessionFileError(self.path, "not valid JSON (an object key is not a string)")
+            self.expect(":")
+            if name == key:
+                if "format" not in members or "id" not in members:
+                    return None
+                self.expect("[")
+                self.in_array = True
+                return members
+            members[name] = self.value()
+            if self.expect(",}") == "}":
+                self._expect_end()
+                return members
+
+    def array_items(self, validate: Callable[[Path, Any, str], Any]) -> Iterator[Any]:
+        """The items of the array `header_before` stopped in, each passed through `validate`, then
+        the rest of the object (which must hold nothing more)."""
+        if not self.in_array:
+            return
+        index = 0
+        if self.peek() == "]":
+            self.position += 1
+        else:
+            while True:
+                yield validate(self.path, self.value(), f"event {index}")
+                index += 1
+                if self.expect(",]") == "]":
+                    break
+        if self.expect(",}") == ",":
+            name = self.value()
+            raise SessionFileError(self.path, f"{name!r} after the events is not a session field")
+        self._expect_end()
+
+    def _expect_end(self) -> None:
+        if self.peek() is not None:
+            raise SessionFileError(self.path, "not valid JSON (extra data after the object)")
 
 
 def load_benchmark(path: Path | str) -> BenchmarkRun:
