@@ -144,3 +144,19 @@ def test_api_show_narrows_capabilities_only_where_it_says_no() -> None:
     assert "embedding" in narrowed.notes["embed"]
     assert refine_capabilities(full, "llava", {"capabilities": ["completion", "vision", "embedding"]}) == full
     assert refine_capabilities(full, "old", {}) == full  # an older server that does not say
+
+
+def test_each_model_reports_its_own_ps_size_beside_the_shared_server_tree() -> None:
+    from workbench.runtimes.ollama_common import stats_fields
+
+    ps = {"models": [{"name": "llama3.2:latest", "size": 3_000_000_000, "size_vram": 2_000_000_000},
+                     {"name": "qwen3:0.6b", "size": 900_000_000, "size_vram": 0}]}
+    tree = 5_000_000_000
+    llama, qwen = stats_fields("llama3.2", None, ps, tree), stats_fields("qwen3:0.6b", None, ps, tree)
+    assert (llama["memory_bytes"], qwen["memory_bytes"]) == (3_000_000_000, 900_000_000)  # not the tree twice
+    assert llama["details"]["ps_size_vram_bytes"] == 2_000_000_000
+    for fields in (llama, qwen):
+        assert fields["details"]["server_tree_rss_bytes"] == tree and fields["details"]["server_models_loaded"] == 2
+        assert fields["details"]["memory_bytes_source"] == "/api/ps size of this model"
+    idle = stats_fields("mistral", None, ps, tree)  # not loaded: only the shared tree is known, and says so
+    assert idle["memory_bytes"] == tree and "shared" in idle["details"]["memory_bytes_source"]

@@ -243,9 +243,16 @@ class WorkbenchApp(App[int]):
             sample = taken.get(pane.slot.id)
             if sample is None:
                 continue
-            self.graph_data.add_memory(pane.title, t, sample.rss_bytes)
+            self.graph_data.add_memory(self.memory_label(pane), t, sample.rss_bytes)
             if self.recorder is not None and not self.recorder.closed:
                 self.recorder.record_sample(pane.slot.id, sample)
+
+    @staticmethod
+    def memory_label(pane: ChatPane) -> str:
+        """The pane's title: its model's own process (a worker, a CLI child). A whole server tree
+        (a local Ollama, shared by every model it serves) is labelled so, not passed off as one model's."""
+        target = pane.actor.memory_target() if pane.actor is not None else None
+        return f"{pane.title} (server tree)" if target is not None and target.include_children else pane.title
 
     def action_toggle_graphs(self) -> None:
         graphs = self.query_one(GraphsPanel)

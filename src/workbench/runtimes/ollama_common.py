@@ -375,9 +375,10 @@ def stats_fields(model: str, show: dict[str, Any] | None, ps: dict[str, Any] | N
             fields["parameters"] = count
         fields["dtype"] = info.get("quantization_level")
     if ps is not None:
-        loaded = next((m for m in ps.get("models") or [] if same_model(m.get("name") or m.get("model", ""), model)),
-                      None)
+        running = ps.get("models") or []
+        loaded = next((m for m in running if same_model(m.get("name") or m.get("model", ""), model)), None)
         details["loaded"] = loaded is not None
+        details["server_models_loaded"] = len(running)
         if loaded is not None:
             details["ps_size_bytes"] = loaded.get("size")
             details["ps_size_vram_bytes"] = loaded.get("size_vram")
@@ -385,9 +386,14 @@ def stats_fields(model: str, show: dict[str, Any] | None, ps: dict[str, Any] | N
             details["expires_at"] = loaded.get("expires_at")
     if server_rss is not None:
         details["server_tree_rss_bytes"] = server_rss
-        fields["memory_bytes"] = server_rss
-    elif details.get("ps_size_bytes"):
+    # Several models share one server: the tree's RSS is theirs together, so this model's own memory
+    # is what /api/ps says for it (size, of which size_vram on the GPU); the tree figure stays beside it.
+    if details.get("ps_size_bytes"):
         fields["memory_bytes"] = details["ps_size_bytes"]
+        details["memory_bytes_source"] = "/api/ps size of this model"
+    elif server_rss is not None:
+        fields["memory_bytes"] = server_rss
+        details["memory_bytes_source"] = "local server process tree (shared by every model it serves)"
     return fields
 
 
