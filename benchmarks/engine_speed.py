@@ -1,143 +1,183 @@
-"""Decode speed of our torch engine (each weights mode) against transformers' ``model.generate``.
+"""Decode and prefill speed of our torch engine against transformers and (optionally) llama.cpp.
 
-One process, same prompt, greedy, same thread count. Runs are interleaved round-robin
-(``--repeats``) and the median is reported, so background load on a shared machine hits every
-contender alike. Decode tok/s excludes the prompt: for transformers it is
-``(N - 1) / (t(N tokens) - t(1 token))``; for our engine the time from the first yielded token to
-the last. TTFT is prompt -> first token. RSS: resident set after loading each contender and the
-process peak so far (``ru_maxrss``), both in MiB.
+Every measurement runs in a fresh process of its own (this script re-invoked with ``--child``, or
+``llama-bench``), so each contender's peak RSS is its own (read from ``wait4``'s rusage). Rounds
+alternate the contenders, rotating who goes first, and the median of the rounds is reported, so
+background load on a shared machine hits all of them alike. Same GGUF (the bundled SmolLM2-135M
+Q4_1), greedy, same thread count.
 
-    .venv/bin/python benchmarks/engine_speed.py --threads 1
-    .venv/bin/python benchmarks/engine_speed.py --threads 2 --modes q4,fp32 --new-tokens 128
+* decode tok/s: ``--new-tokens`` tokens after a short chat prompt, first token excluded
+  (llama-bench's ``tg``: generation from an empty context);
+* prefill tok/s: one pass over ``--prefill`` random tokens into an empty cache (llama-bench's ``pp``).
+
+    .venv/bin/python benchmarks/engine_speed.py --threads 1,2
+    .venv/bin/python benchmarks/engine_speed.py --threads 1,2 --llama-bench /path/to/llama-bench
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import resource
 import statistics
+import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from workbench.engine import WEIGHT_MODES, LlamaEngine, SamplingParams, default_smollm2_path  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+PROMPT = "Explain recursion in one paragraph."
 
 
-def _rss_mib() -> float:
-    return psutil.Process().memory_info().rss / 2**20
+# -- children -----------------------------------------------------------------------------------------
+def _child(contender: str, threads: int, new_tokens: int, prefill: int) -> dict[str, Any]:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    sys.path.insert(0, str(ROOT / "src"))
+    from workbench.engine import LlamaEngine, SamplingParams, default_smollm2_path
+
+    torch.set_num_threads(threads)
+    path = default_smollm2_path()
+    rand = torch.randint(100, 40000, (prefill,), generator=torch.Generator().manual_seed(0))
+    info: dict[str, Any] = {}
+    if contender == "torch":
+        engine = LlamaEngine.load(path, threads=threads)
+        info["weights"] = engine.weights_note
+        ids = engine.chat_input_ids([{"role": "user", "content": PROMPT}])
+        model = engine.model
+
+        def prefill_s() -> float:
+            cache = model.new_cache(prefill + 1)
+            with torch.inference_mode():
+                t0 = time.perf_counter()
+                model.forward(rand, 0, cache)
+                return time.perf_counter() - t0
+
+        def decode_rate() -> float:
+            stamps = [time.perf_counter() for _ in engine.generate(ids, SamplingParams(max_new_tokens=new_tokens, min_new_tokens=new_tokens))]
+            return (len(stamps) - 1) / (stamps[-1] - stamps[0])
+    else:
+        from workbench.engine.reference import load_transformers_reference
+
+        model_hf = load_transformers_reference(path)
+        from workbench.engine.tokenizer import EngineTokenizer
+        from workbench.engine.gguf_weights import GGUFFile
+
+        tok = EngineTokenizer.from_gguf_metadata(GGUFFile(path).metadata, str(path))
+        ids = tok.encode(tok.render_chat([{"role": "user", "content": PROMPT}]))
+        x = torch.tensor([ids])
+
+        def prefill_s() -> float:
+            with torch.inference_mode():
+                t0 = time.perf_counter()
+                model_hf(rand[None, :], use_cache=True)
+                return time.perf_counter() - t0
+
+        def gen(k: int) -> float:
+            with torch.inference_mode():
+                t0 = time.perf_counter()
+                model_hf.generate(x, max_new_tokens=k, min_new_tokens=k, do_sample=False, pad_token_id=2)
+                return time.perf_counter() - t0
+
+        def decode_rate() -> float:
+            t1, tn = gen(1), gen(new_tokens)
+            return (new_tokens - 1) / (tn - t1)
+
+    prefill_s(), decode_rate()  # warm-up: first-call paths, allocations
+    info.update(prefill_tok_s=prefill / prefill_s(), decode_tok_s=decode_rate())
+    return info
 
 
-def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _ours(contender: str, threads: int, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--child", contender, "--threads", str(threads),
+           "--new-tokens", str(args.new_tokens), "--prefill", str(args.prefill)]
+    out, peak = _run_child_reaped(cmd)
+    row = json.loads(out.strip().splitlines()[-1])
+    row["peak_rss_mib"] = peak
+    return row
 
 
-Runner = Callable[[], tuple[float, float, int]]  # -> (ttft_s, decode_tok_s, tokens)
+def _llama(binary: str, model: Path, threads: int, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [binary, "-m", str(model), "-t", str(threads), "-p", str(args.prefill), "-n", str(args.new_tokens),
+           "-r", "1", "-o", "json"]
+    out, peak = _run_child_reaped(cmd)
+    rows = json.loads(out)
+    first = rows[0] if rows else {}
+    row: dict[str, Any] = {"peak_rss_mib": peak, "weights": f"build {first.get('build_commit', '?')}, {first.get('model_type', '?')}, {first.get('cpu_info', '')}"}
+    for r in rows:
+        if r.get("n_prompt", 0) > 0 and r.get("n_gen", 0) == 0:
+            row["prefill_tok_s"] = r["avg_ts"]
+        elif r.get("n_gen", 0) > 0:
+            row["decode_tok_s"] = r["avg_ts"]
+    return row
 
 
-def _engine_runner(engine: LlamaEngine, ids: list[int], n: int) -> Runner:
-    params = SamplingParams(max_new_tokens=n, min_new_tokens=n)
-
-    def run() -> tuple[float, float, int]:
-        t0 = time.perf_counter()
-        first = last = t0
-        count = 0
-        for _ in engine.generate(ids, params):
-            last = time.perf_counter()
-            if count == 0:
-                first = last
-            count += 1
-        return first - t0, (count - 1) / max(last - first, 1e-9), count
-
-    return run
-
-
-def _hf_runner(model: Any, ids: list[int], n: int) -> Runner:
-    x = torch.tensor([ids])
-
-    def gen(k: int) -> float:
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            model.generate(x, max_new_tokens=k, min_new_tokens=k, do_sample=False, pad_token_id=2)
-        return time.perf_counter() - t0
-
-    def run() -> tuple[float, float, int]:
-        t1 = gen(1)
-        tn = gen(n)
-        return t1, (n - 1) / max(tn - t1, 1e-9), n
-
-    return run
+def _run_child_reaped(cmd: list[str]) -> tuple[str, float]:
+    """Like :func:`_run_child` but reaps the child with wait4 itself, so the peak RSS is this child's."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    proc.returncode = code
+    if code != 0:
+        raise RuntimeError(f"{' '.join(cmd[:3])} ... exited with {code}")
+    return out, usage.ru_maxrss / 1024
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--modes", default="q4,fp32", help=f"comma list from {','.join(WEIGHT_MODES)}")
+    ap.add_argument("--threads", default="1,2", help="comma list of thread counts")
     ap.add_argument("--new-tokens", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--prompt", default="Explain recursion in one paragraph.")
-    ap.add_argument("--no-transformers", action="store_true", help="skip the transformers baseline")
+    ap.add_argument("--prefill", type=int, default=512)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--llama-bench", metavar="PATH", help="llama.cpp's llama-bench binary, run on the same GGUF")
+    ap.add_argument("--no-transformers", action="store_true")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        print(json.dumps(_child(args.child, int(args.threads), args.new_tokens, args.prefill)))
+        return
 
-    torch.set_num_threads(args.threads)
-    path = default_smollm2_path()
-    print(f"model: {path.name}  threads: {args.threads}  new tokens: {args.new_tokens}  repeats: {args.repeats}")
-    print(f"torch {torch.__version__}  cpu: {torch.backends.cpu.get_cpu_capability()}  cores: {os.cpu_count()}")
-    print(f"load average at start: {os.getloadavg()[0]:.2f}")
+    sys.path.insert(0, str(ROOT / "src"))
+    from workbench.engine import default_smollm2_path
 
-    runners: dict[str, Runner] = {}
-    info: dict[str, str] = {}
-    ids: list[int] | None = None
-    for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
-        t0 = time.perf_counter()
-        engine = LlamaEngine.load(path, threads=args.threads, weights=mode)  # type: ignore[arg-type]
-        load_s = time.perf_counter() - t0
-        if ids is None:
-            ids = engine.chat_input_ids([{"role": "user", "content": args.prompt}])
-        name = f"torch:{engine.weights}"
-        runners[name] = _engine_runner(engine, ids, args.new_tokens)
-        info[name] = (
-            f"load {load_s:5.1f}s  weights {engine.memory_bytes() / 2**20:6.1f} MiB  "
-            f"rss {_rss_mib():6.0f} MiB  peak {_peak_mib():6.0f} MiB"
-        )
-    assert ids is not None, "no modes given"
-    if not args.no_transformers:
-        from workbench.engine.reference import load_transformers_reference
+    model = default_smollm2_path()
+    contenders = ["torch"] + ([] if args.no_transformers else ["transformers"]) + (["llama.cpp"] if args.llama_bench else [])
+    threads = [int(t) for t in args.threads.split(",")]
+    print(f"model {model.name} ({model.stat().st_size / 2**20:.0f} MiB)  prefill {args.prefill}  new tokens {args.new_tokens}"
+          f"  rounds {args.rounds}  cores {os.cpu_count()}  load average at start {os.getloadavg()[0]:.2f}", flush=True)
+    results: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for rnd in range(args.rounds):
+        for t in threads:
+            order = contenders[rnd % len(contenders):] + contenders[: rnd % len(contenders)]
+            for c in order:
+                row = _llama(args.llama_bench, model, t, args) if c == "llama.cpp" else _ours(c, t, args)
+                row["load"] = os.getloadavg()[0]
+                results.setdefault((c, t), []).append(row)
+                print(f"  round {rnd + 1} {c:12s} t={t}: decode {row.get('decode_tok_s', 0):6.1f} tok/s  prefill "
+                      f"{row.get('prefill_tok_s', 0):6.1f} tok/s  peak RSS {row['peak_rss_mib']:5.0f} MiB  load {row['load']:.2f}", flush=True)
 
-        t0 = time.perf_counter()
-        model = load_transformers_reference(path)
-        load_s = time.perf_counter() - t0
-        runners["transformers"] = _hf_runner(model, ids, args.new_tokens)
-        info["transformers"] = f"load {load_s:5.1f}s  rss {_rss_mib():6.0f} MiB  peak {_peak_mib():6.0f} MiB"
-    print(f"prompt tokens: {len(ids)}")
-    for name, line in info.items():
-        print(f"  {name:14s} {line}")
+    def med(c: str, t: int, key: str) -> float:
+        return statistics.median(r.get(key, float("nan")) for r in results[(c, t)])
 
-    for r in runners.values():  # warm-up (allocations, kernel build, first-call paths)
-        r()
-    results: dict[str, list[tuple[float, float, int]]] = {k: [] for k in runners}
-    for _ in range(args.repeats):
-        for name, r in runners.items():
-            results[name].append(r())
-
-    base = statistics.median(x[1] for x in results["transformers"]) if "transformers" in results else None
-    print()
-    print(f"{'runtime':14s} {'decode tok/s':>12s} {'min':>7s} {'max':>7s} {'TTFT ms':>8s} {'vs transformers':>16s}")
-    for name, rows in results.items():
-        rates = [x[1] for x in rows]
-        med = statistics.median(rates)
-        ttft = statistics.median(x[0] for x in rows) * 1e3
-        ratio = f"{med / base:6.2f}x" if base else "-"
-        print(f"{name:14s} {med:12.1f} {min(rates):7.1f} {max(rates):7.1f} {ttft:8.1f} {ratio:>16s}")
-    print(f"\npeak RSS of this process: {_peak_mib():.0f} MiB; load average at end: {os.getloadavg()[0]:.2f}")
+    print(f"\nmedians of {args.rounds} rounds (load average at end {os.getloadavg()[0]:.2f})")
+    ref = "llama.cpp" if args.llama_bench else ("transformers" if "transformers" in contenders else None)
+    print(f"{'threads':>7s} {'runtime':12s} {'decode tok/s':>12s} {'prefill tok/s':>13s} {'peak RSS MiB':>12s}"
+          + (f"  {'decode vs ' + ref:>20s} {'prefill vs ' + ref:>20s}" if ref else ""))
+    for t in threads:
+        for c in contenders:
+            d, p, rss = med(c, t, "decode_tok_s"), med(c, t, "prefill_tok_s"), med(c, t, "peak_rss_mib")
+            line = f"{t:>7d} {c:12s} {d:12.1f} {p:13.1f} {rss:12.0f}"
+            if ref:
+                line += f"  {d / med(ref, t, 'decode_tok_s'):19.2f}x {p / med(ref, t, 'prefill_tok_s'):19.2f}x"
+            print(line)
+    for c in contenders:
+        notes = {r.get("weights") for rows in (results[(c, t)] for t in threads) for r in rows if r.get("weights")}
+        if notes:
+            print(f"{c}: {'; '.join(sorted(notes))}")
 
 
 if __name__ == "__main__":
