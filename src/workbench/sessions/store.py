@@ -38,7 +38,9 @@ from workbench.sessions.schema import (
     SESSION_FORMAT,
     BenchmarkRun,
     ChatSession,
+    PaneEvent,
     PaneRecord,
+    PromptEvent,
     SessionEvent,
     SessionHeader,
     migrate_benchmark,
@@ -525,16 +527,25 @@ def list_sessions(folder: Path | None = None) -> tuple[list[SessionSummary], lis
         try:
             if not is_journal and peek_format(path) == BENCHMARK_FORMAT:
                 continue  # benchmark runs live here too; anything else unreadable is reported
-            session = load_session(path)
+            found.append(_summarize(path, is_journal))
         except SessionFileError as error:
             problems.append(error)
-            continue
-        found.append(
-            SessionSummary(path, session.name or session.id, session.created_at,
-                           [pane.spec for pane in session.all_panes()], session.turns, is_journal)
-        )
     found.sort(key=lambda summary: summary.created_at, reverse=True)
     return found, problems
+
+
+def _summarize(path: Path, journal: bool) -> SessionSummary:
+    """A session's summary from one streamed pass: memory does not grow with its events."""
+    header, events = stream_session(path)
+    panes = {pane.id: pane for pane in header.panes}
+    turns = 0
+    for event in events:
+        if isinstance(event, PromptEvent):
+            turns += 1
+        elif isinstance(event, PaneEvent):
+            panes[event.record.id] = event.record
+    return SessionSummary(path, header.name or header.id, header.created_at,
+                          [pane.spec for pane in panes.values()], turns, journal)
 
 
 def peek_format(path: Path) -> str | None:
