@@ -9,8 +9,18 @@ from typing import Any
 
 import pytest
 
+from tests.support.scripted import ScriptedActor
 from tests.test_actors import BOUND_S, Worker, wait_until
-from workbench.actors import ActorCrashed, ActorEvent, ActorState, Message, RestartPolicy, Supervisor
+from workbench.actors import (
+    Actor,
+    ActorCrashed,
+    ActorEvent,
+    ActorState,
+    ConcurrencyLimit,
+    Message,
+    RestartPolicy,
+    Supervisor,
+)
 from workbench.actors import events
 from workbench.errors import MessageCancelled
 
@@ -48,7 +58,7 @@ class CountingWorker(Worker):
         return sum(1 for task in self.workers if not task.done())
 
 
-def final_events(actor: CountingWorker) -> Counter[str | None]:
+def final_events(actor: Actor) -> Counter[str | None]:
     """How many final events each correlation id got."""
     seen: Counter[str | None] = Counter()
 
@@ -188,3 +198,34 @@ async def test_global_listeners_see_every_actors_message_lifecycle() -> None:
     assert len(seen) == count  # removed listeners are no longer called
     await first.stop()
     await second.stop()
+
+
+class CountingScripted(ScriptedActor):
+    """The in-process test runtime (worker thread, cancel_event), counting its model loads."""
+
+    loads = 0
+
+    def load(self, progress: Any) -> None:
+        type(self).loads += 1
+        super().load(progress)
+
+
+async def test_a_cancel_at_each_early_step_settles_once_on_an_in_process_runtime() -> None:
+    """The same walk over an in-process runtime, where the work runs on a worker thread."""
+    CountingScripted.loads = 0
+    actor = CountingScripted(delay_s=0.0005, limit=ConcurrencyLimit(2))
+    finals = final_events(actor)
+    for steps in range(40):
+        reply = actor.chat("one two three four five six")
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        reply.cancel()
+        try:
+            await asyncio.wait_for(reply.result(), BOUND_S)
+        except MessageCancelled:
+            pass
+        await wait_until(lambda: actor.state == ActorState.IDLE, 2.0)
+        assert finals[reply.correlation_id] == 1, f"cancel after {steps} steps"
+    assert CountingScripted.loads == 1
+    assert (await asyncio.wait_for(actor.chat("still here"), BOUND_S)).text == "still here"
+    await actor.stop()
