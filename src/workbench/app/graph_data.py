@@ -10,8 +10,15 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from workbench.metrics.request import RequestMetrics
+from workbench.metrics.sampler import ProcessTarget
 
 MAX_POINTS = 600
+
+
+def memory_label(title: str, target: ProcessTarget | None) -> str:
+    """A pane's memory series label: its title, for its model's own process (a worker, a CLI child);
+    a whole server tree (a local Ollama, shared by every model it serves) is labelled so."""
+    return f"{title} (server tree)" if target is not None and target.include_children else title
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from textual.widgets import Footer, Header, Static
 from workbench.actors.limit import ConcurrencyLimit, global_limit
 from workbench.actors.supervisor import Supervisor
 from workbench.app.discovery import DEFAULT_SPECS, ollama_specs, openai_specs
-from workbench.app.graph_data import GraphData
+from workbench.app.graph_data import GraphData, memory_label
 from workbench.app.settings import Settings, load_settings, save_settings
 from workbench.app.slots import ActorFactory, ActorSlot, build_slot
 from workbench.app.themes import load_themes
@@ -249,10 +249,8 @@ class WorkbenchApp(App[int]):
 
     @staticmethod
     def memory_label(pane: ChatPane) -> str:
-        """The pane's title: its model's own process (a worker, a CLI child). A whole server tree
-        (a local Ollama, shared by every model it serves) is labelled so, not passed off as one model's."""
-        target = pane.actor.memory_target() if pane.actor is not None else None
-        return f"{pane.title} (server tree)" if target is not None and target.include_children else pane.title
+        """The pane's memory series label (a shared server tree says so)."""
+        return memory_label(pane.title, pane.actor.memory_target() if pane.actor is not None else None)
 
     def action_toggle_graphs(self) -> None:
         graphs = self.query_one(GraphsPanel)

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from workbench.actors.actor import ActorCrashed
 from workbench.errors import NotSupported, WorkbenchError
-from workbench.metrics.memory import ProcessMemory
+from workbench.metrics.memory import MemoryReading, ProcessMemory
 from workbench.metrics.sampler import ProcessTarget
 from workbench.runtimes.types import Chunk, Embeddings
 
@@ -168,6 +168,11 @@ class Placement(abc.ABC):
 
     def memory_target(self) -> ProcessTarget | None:
         """The worker's process for the live sampler, when it is on this machine (else None)."""
+        return None
+
+    def baseline(self) -> MemoryReading | None:
+        """The worker's memory before its model loaded (None until known), without waiting: the app
+        shows model memory as the sampled RSS minus this."""
         return None
 
     def describe(self) -> dict[str, Any]:

@@ -76,7 +76,7 @@ class ProcessPlacement(Placement):
         self.load_timeout_s = load_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.pid: int | None = None
-        self.baseline: MemoryReading | None = None
+        self._baseline: MemoryReading | None = None
         self.load_time_s: float | None = None
         self.start_to_ready_s: float | None = None
         self._process: Any = None  # multiprocessing.Process (spawn context)
@@ -118,7 +118,7 @@ class ProcessPlacement(Placement):
                 if isinstance(message, wire.Progress):
                     progress(message.fraction, message.what)
                 elif isinstance(message, wire.Started):
-                    self.baseline = message.baseline
+                    self._baseline = message.baseline
                 elif isinstance(message, wire.Ready):
                     self.load_time_s = message.load_time_s
                     self.start_to_ready_s = time.perf_counter() - started
@@ -210,14 +210,17 @@ class ProcessPlacement(Placement):
         return ProcessMemory(
             pid=self.pid, node=node_name(), placement=self.kind,
             rss_bytes=now.rss_bytes if now else None, uss_bytes=now.uss_bytes if now else None,
-            baseline_rss_bytes=self.baseline.rss_bytes if self.baseline else None,
-            baseline_uss_bytes=self.baseline.uss_bytes if self.baseline else None,
+            baseline_rss_bytes=self._baseline.rss_bytes if self._baseline else None,
+            baseline_uss_bytes=self._baseline.uss_bytes if self._baseline else None,
         )
 
     def memory_target(self) -> ProcessTarget | None:
         if self.pid is None or self._death is not None:
             return None
         return ProcessTarget(self.pid, label=f"{self.spec.name} worker")
+
+    def baseline(self) -> MemoryReading | None:
+        return self._baseline
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "pid": self.pid, "node": node_name() if self.pid else None}

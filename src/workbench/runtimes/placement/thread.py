@@ -92,6 +92,9 @@ class ThreadPlacement(Placement):
     def memory_target(self) -> ProcessTarget | None:
         return ProcessTarget.this_process()
 
+    def baseline(self) -> MemoryReading | None:
+        return self._baseline
+
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "pid": os.getpid(), "node": node_name()}
 
