@@ -251,3 +251,33 @@ def test_runtimes_reports_ray_and_whether_a_cluster_answers(capsys: pytest.Captu
     assert reports["torch"]["ray"]["installed"] is True
     assert reports["torch"]["ray"]["cluster"].startswith("no cluster answers at ray://127.0.0.1:9")
     assert "ray" not in reports["ollama-rest"]
+
+
+# ----- per-actor placement in specs ---------------------------------------------------------------------
+def test_an_in_process_spec_names_its_own_placement_after_the_at() -> None:
+    from workbench.errors import SpecError
+    from workbench.runtimes.registry import using_placement
+
+    with using_placement("process"):  # the command's placement; the spec's wins for its actor
+        on_ray = create_actor("torch:smollm2@ray://head:10001")
+        here = create_actor("torch:smollm2")
+        local = create_actor("transformers:smollm2@ray:local")
+    assert isinstance(on_ray, InProcessModelRuntimeActor) and isinstance(here, InProcessModelRuntimeActor)
+    assert (on_ray.placement_name, on_ray.placement_options) == ("ray", {"address": "ray://head:10001"})
+    assert on_ray.spec == "torch:smollm2@ray://head:10001"  # sessions and bench files keep it
+    assert here.placement_name == "process"
+    assert (local.placement_name, local.placement_options) == ("ray", {"address": "local"})  # type: ignore[attr-defined]
+    with pytest.raises(SpecError, match=r"'@http://box:8080' must name a placement: process, ray, thread"):
+        create_actor("torch:smollm2@http://box:8080")
+
+
+def test_the_add_pane_picker_offers_ray_placed_models_when_ray_is_installed() -> None:
+    from workbench.app.screens.actor_picker import suggestions
+    from workbench.runtimes.base import Availability
+    from workbench.runtimes.registry import RuntimeReport
+
+    reports = [RuntimeReport("torch", "", "in-process", Availability(True)),
+               RuntimeReport("ollama-rest", "", "rest", Availability(True))]
+    offered, _ = suggestions(reports, ["smollm2"], ray=True)
+    assert offered == ["torch:smollm2", "torch:smollm2@ray", "ollama-rest:MODEL"]
+    assert suggestions(reports, ["smollm2"])[0] == ["torch:smollm2", "ollama-rest:MODEL"]

@@ -149,11 +149,29 @@ def using_placement(name: str | None) -> Iterator[None]:
         _PLACEMENT.reset(token)
 
 
+def placement_in_spec(spec: ActorSpec) -> tuple[str, str | None]:
+    """An in-process runtime's `@...` names where its model runs, not a host: `@thread`, `@process`,
+    `@ray` (the `--ray` cluster), `@ray:ADDRESS` (`ray:auto`, `ray:local`, `ray:HOST:6379`) or
+    `@ray://HOST:10001`. Returns (placement, Ray address or None)."""
+    from workbench.runtimes.placement import placement_names
+
+    where = spec.host or ""
+    if where in placement_names():
+        return where, None
+    if where.startswith("ray://"):
+        return "ray", where
+    if where.startswith("ray:"):
+        return "ray", where.removeprefix("ray:")
+    raise SpecError(f"{spec.runtime} runs its model in workbench, so {spec}'s '@{where}' must name a placement: "
+                    f"{', '.join(placement_names())}, ray:ADDRESS or ray://HOST:10001")
+
+
 def create_actor(spec: str | ActorSpec, **options: Any) -> ModelRuntimeActor:
     """Build (not start) the actor a spec names; `options` go to its constructor (threads, limit...).
 
     `placement=` applies to in-process runtimes only (others run where their server or program is,
-    and ignore it); when not given, the one chosen by `using_placement` applies.
+    and ignore it); when not given, the one chosen by `using_placement` applies. An in-process spec's
+    `@placement` (`torch:smollm2@ray`) chooses for that actor alone (see `placement_in_spec`).
     """
     from workbench.runtimes.inprocess import InProcessModelRuntimeActor
 
@@ -161,6 +179,10 @@ def create_actor(spec: str | ActorSpec, **options: Any) -> ModelRuntimeActor:
     cls = runtime_class(parsed.runtime)
     if issubclass(cls, InProcessModelRuntimeActor) and cls.worker_factory is not None:
         chosen = options.pop("placement", None) or _PLACEMENT.get()
+        if parsed.host is not None:  # `torch:smollm2@ray`: this actor's own placement wins
+            chosen, address = placement_in_spec(parsed)
+            if address is not None:
+                options["placement_options"] = {"address": address, **options.get("placement_options", {})}
         if chosen is not None:
             options["placement"] = chosen
     else:

@@ -6,6 +6,8 @@ opens at once and fills in as they answer.
 
 from __future__ import annotations
 
+import importlib.util
+
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -26,8 +28,11 @@ def installed_chat_models() -> list[str]:
     return [entry.name for entry in installed_models() if entry.kind == "chat"] or ["smollm2"]
 
 
-def suggestions(reports: list[RuntimeReport], models: list[str]) -> tuple[list[str], list[str]]:
-    """Specs to offer (available in-process runtimes × installed models), and lines on the rest."""
+def suggestions(
+    reports: list[RuntimeReport], models: list[str], ray: bool = False
+) -> tuple[list[str], list[str]]:
+    """Specs to offer (available in-process runtimes × installed models, and with `ray` the same
+    placed on Ray: `torch:smollm2@ray`), and lines on the rest."""
     offered: list[str] = []
     unavailable: list[str] = []
     for report in reports:
@@ -35,6 +40,7 @@ def suggestions(reports: list[RuntimeReport], models: list[str]) -> tuple[list[s
             unavailable.append(f"{report.name}: {report.availability.reason or 'not available'}")
         elif report.family == "in-process":
             offered += [f"{report.name}:{model}" for model in models]
+            offered += [f"{report.name}:{model}@ray" for model in models] if ray else []
         else:
             offered.append(f"{report.name}:MODEL")
     return offered, unavailable
@@ -53,7 +59,8 @@ class ActorPicker(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static("Open a pane — pick one, or type runtime:model[@host] and press Enter")
+            yield Static("Open a pane — pick one, or type runtime:model[@host] and press Enter "
+                         "(in-process runtimes: @thread, @process or @ray places the model)")
             yield Input(placeholder="transformers:smollm2", id="spec")
             yield OptionList(id="choices")
             yield Static("checking runtimes…", id="unavailable", markup=False)
@@ -65,7 +72,8 @@ class ActorPicker(ModalScreen[str | None]):
 
     @work(exclusive=True)
     async def check_runtimes(self) -> None:
-        offered, unavailable = suggestions(await list_runtimes(), installed_chat_models())
+        ray = importlib.util.find_spec("ray") is not None  # the ray placement's extra is installed
+        offered, unavailable = suggestions(await list_runtimes(), installed_chat_models(), ray)
         self.query_one("#choices", OptionList).add_options([Option(spec, id=spec) for spec in offered])
         text = "Not available here:\n" + "\n".join(f"  {line}" for line in unavailable) if unavailable else ""
         self.query_one("#unavailable", Static).update(text)

@@ -232,7 +232,7 @@ def probe(address: str | None = None, timeout_s: float = 1.0) -> RayStatus:
     if importlib.util.find_spec("ray") is None:
         return RayStatus(False, None, INSTALL_HINT)
     version = importlib.metadata.version("ray")
-    if _connection is not None:
+    if _connection is not None and address in (None, _connection.address):
         return RayStatus(True, version, f"connected ({_connection.address}, nodes {', '.join(_connection.nodes)})")
     wanted = address or os.environ.get("RAY_ADDRESS") or "auto"
     if wanted == LOCAL:
