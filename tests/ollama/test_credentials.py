@@ -7,11 +7,13 @@ import asyncio
 import base64
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
 from workbench.errors import WorkbenchError
 from workbench.runtimes.ollama_common import parse_ollama_host
 from workbench.runtimes.registry import create_actor, parse_spec
+from workbench.runtimes.rest import split_credentials
 from workbench.server.ollama_api import OllamaAPIServer
 
 USER, PASSWORD = "alice", "p@ss:word"
@@ -85,9 +87,12 @@ def test_a_spec_with_user_and_password_parses_without_leaking_them_into_the_disp
     spec = parse_spec(f"ollama:llama3.2@http://{USER}:{QUOTED_PASSWORD}@example.com:8080")
     host = parse_ollama_host(spec.host)
     assert (host.host, host.port) == ("example.com", 8080)
-    assert host.credentials == (USER, PASSWORD)
     assert host.url == "http://example.com:8080"
     assert host.connect_url == f"http://{USER}:{QUOTED_PASSWORD}@example.com:8080"
+    url, auth = split_credentials(host.connect_url)
+    assert url == "http://example.com:8080" and auth is not None
+    header = next(auth.auth_flow(httpx.Request("GET", url))).headers["Authorization"]
+    assert header == "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 
 
 @pytest.mark.parametrize("kind", ["ollama-rest", "ollama-lib"])
@@ -97,11 +102,13 @@ async def test_both_http_actors_send_the_urls_credentials(kind: str, proxy: Basi
         completion = await actor.chat("through the proxy")
         assert completion.text == "through the proxy"
         assert proxy.seen and all(seen and seen.startswith("Basic ") for seen in proxy.seen)
+        assert PASSWORD not in actor.base_url and QUOTED_PASSWORD not in actor.base_url  # nothing shows it
     finally:
         await actor.stop()
     wrong = create_actor(f"{kind}:echo@http://{USER}:nope@127.0.0.1:{proxy.port}")
     try:
-        with pytest.raises(WorkbenchError, match="unauthorized|401"):
+        with pytest.raises(WorkbenchError, match="unauthorized|401") as refused:
             await wrong.chat("refused")
+        assert "nope" not in str(refused.value)
     finally:
         await wrong.stop()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from urllib.parse import unquote
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -37,21 +36,14 @@ TOP_LEVEL_KEYS = ("keep_alive", "format")
 class OllamaHost:
     """A parsed `OLLAMA_HOST`. `host` is empty for the `:port` form, as in Ollama. `userinfo` is the
     `user:password` of a `http://user:password@host` URL (for a server behind an authenticating proxy;
-    Ollama itself has none): only `connect_url` and `credentials` carry it, never `url`."""
+    Ollama itself has none): only `connect_url` carries it (the HTTP actors split it off again as
+    basic auth, `rest.split_credentials`), never `url`."""
 
     scheme: str
     host: str
     port: int
     path: str = ""
     userinfo: str = ""
-
-    @property
-    def credentials(self) -> tuple[str, str] | None:
-        """(user, password), percent-decoded, when the URL carried them."""
-        if not self.userinfo:
-            return None
-        user, _, password = self.userinfo.partition(":")
-        return unquote(user), unquote(password)
 
     @property
     def url(self) -> str:

@@ -26,6 +26,7 @@ from workbench.errors import (
 from workbench.metrics.sampler import ProcessTarget
 from workbench.runtimes.base import Availability, ChatRequest, EmbedRequest, GenerateRequest
 from workbench.runtimes.external import ExternalModelRuntimeActor
+from workbench.runtimes.rest import split_credentials
 from workbench.runtimes.ollama_common import (
     ServerProcess,
     chunks_from_item,
@@ -50,7 +51,7 @@ class OllamaLibRuntimeActor(ExternalModelRuntimeActor):
 
     def __init__(self, model: str, *, timeout: httpx.Timeout | float | None = None, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
-        self.base_url = resolve_ollama_url(self.host)
+        self.base_url, self._auth = split_credentials(resolve_ollama_url(self.host))
         self.timeout = timeout if timeout is not None else DEFAULT_TIMEOUT
         self.capabilities = Capabilities(think=True, embed=True, summarize_image=True)
         self.server_process = ServerProcess(parse_ollama_host(self.base_url))
@@ -68,9 +69,8 @@ class OllamaLibRuntimeActor(ExternalModelRuntimeActor):
     def create_client(self) -> Any:
         import ollama
 
-        # The library keeps only host and port from a URL, so credentials in it go as basic auth.
-        credentials = parse_ollama_host(self.base_url).credentials
-        return ollama.AsyncClient(host=self.base_url, timeout=self.timeout, auth=credentials)
+        # The library keeps only host and port from a URL: credentials go as basic auth.
+        return ollama.AsyncClient(host=self.base_url, timeout=self.timeout, auth=self._auth)
 
     async def on_start(self) -> None:
         await super().on_start()

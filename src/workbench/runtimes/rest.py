@@ -29,6 +29,15 @@ from workbench.runtimes.base import Availability, ModelRuntimeActor
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=300.0, write=30.0, pool=30.0)
 
 
+
+def split_credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
+    """`url` without its `user:password@`, and those as HTTP basic auth: the server behind an
+    authenticating proxy gets them on every request, and no message or display shows them."""
+    parsed = httpx.URL(url)
+    if not parsed.userinfo:
+        return url, None
+    return str(parsed.copy_with(username=None, password=None)), httpx.BasicAuth(parsed.username, parsed.password)
+
 class RESTfulModelRuntimeActor(ModelRuntimeActor):
     """Subclasses set `default_url` and `service` and build their requests with `request_json` and
     `stream_json`; they may refine `error_for_status`."""
@@ -40,7 +49,7 @@ class RESTfulModelRuntimeActor(ModelRuntimeActor):
 
     def __init__(self, model: str, *, timeout: httpx.Timeout | float | None = None, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
-        self.base_url = self.resolve_url(self.host)
+        self.base_url, self.auth = split_credentials(self.resolve_url(self.host))
         self.timeout = timeout if isinstance(timeout, httpx.Timeout) else (
             httpx.Timeout(timeout) if timeout is not None else DEFAULT_TIMEOUT
         )
@@ -53,9 +62,9 @@ class RESTfulModelRuntimeActor(ModelRuntimeActor):
 
     @classmethod
     async def availability(cls, host: str | None = None) -> Availability:
-        url = cls.resolve_url(host)
+        url, auth = split_credentials(cls.resolve_url(host))
         try:
-            async with httpx.AsyncClient(base_url=url, timeout=2.0) as client:
+            async with httpx.AsyncClient(base_url=url, timeout=2.0, auth=auth) as client:
                 response = await client.get(cls.health_path)
         except httpx.HTTPError as error:
             return Availability(False, f"{cls.service} not reachable at {url} ({type(error).__name__})")
@@ -65,7 +74,7 @@ class RESTfulModelRuntimeActor(ModelRuntimeActor):
 
     # ----- lifecycle ------------------------------------------------------------------------------------
     async def on_start(self) -> None:
-        self._client = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout)
+        self._client = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout, auth=self.auth)
 
     async def on_stop(self) -> None:
         if self._client is not None:
