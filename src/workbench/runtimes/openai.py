@@ -327,6 +327,8 @@ class OpenAIRuntimeActor(RESTfulModelRuntimeActor):
             fields["parameters"] = meta["n_params"]
         if isinstance(meta.get("n_ctx_train"), int):
             details["context_length"] = meta["n_ctx_train"]
+        if isinstance(self.model_entry.get("max_model_len"), int):  # vLLM
+            details["context_length"] = self.model_entry["max_model_len"]
         if self.model_entry.get("owned_by"):
             details["owned_by"] = self.model_entry["owned_by"]
         rss = self.server_process.tree_rss()
