@@ -128,7 +128,7 @@ class _Connection:
         # h11 buffers at most this much of an incomplete event: the head. Body data is handed over
         # as it arrives, so the body is bounded separately (read_request).
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
-        self.cycles = 0
+        self._pending: Any = None  # an event h11 had parsed already (a pipelined request)
         self.stalled = False  # a write waited past write_timeout_s: the connection is aborted, not flushed
 
     async def emit(self, event: Any) -> None:
@@ -169,7 +169,7 @@ class _Connection:
         return bool(data)
 
     async def read_request(self) -> Request | None:
-        self._pending: Any = None
+        self._pending = None
         if not await self._first_bytes():
             return None
         limits = self.limits
@@ -210,7 +210,6 @@ class _Connection:
                         return None
         except TimeoutError:
             raise RequestRefused(408, f"request body not complete within {limits.body_timeout_s:g} s", path) from None
-        self.cycles += 1
         return Request(event.method.decode("ascii"), path, query, headers, bytes(body))
 
     async def watch(self, responder: Responder) -> None:
