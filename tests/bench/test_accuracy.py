@@ -184,3 +184,18 @@ def test_agreement_command_reports_pairs(tmp_path: Path) -> None:
     assert "every compared answer identical (3)" in result.stdout
     run = load_benchmark(output)
     assert run.config.prompts == str(prompts) and len(run.agreement) == 1
+
+
+async def test_compare_says_whether_a_later_run_changed_the_answers(actors: list[ScriptedActor]) -> None:
+    config = BenchmarkConfig(actors=[], concurrency=[1])
+    first = await BenchmarkRunner(config, prompts=PROMPTS, actors=actors[:1]).run()
+    again = await BenchmarkRunner(config, prompts=PROMPTS, actors=actors[1:2]).run()  # same spec, same answers
+    text = compare_runs([first, again], ["first", "again"], columns=("accuracy",))
+    assert "answers against the first run" in text
+    assert "first: scripted:echo" in text and "again: scripted:echo" in text and "100% (3/3)" in text
+    changed = again.model_copy(update={"records": [
+        record.model_copy(update={"answer": (record.answer or "") + "!"}) for record in again.records]})
+    text = compare_runs([first, changed], ["first", "changed"], columns=("accuracy",))
+    assert "0% (0/3)" in text
+    other_prompts = again.model_copy(update={"prompt_set": PROMPTS[:1]})
+    assert "answers against" not in compare_runs([first, other_prompts], ["first", "other"], columns=("accuracy",))

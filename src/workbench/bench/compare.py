@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import plotext as plt
 
+from workbench.bench.agreement import answers_by_actor, text_agreement
 from workbench.bench.prompts import prompt_text
 from workbench.sessions.schema import BenchmarkRun, LevelSummary, PairAgreement
 
@@ -236,7 +237,31 @@ def compare_runs(runs: Sequence[BenchmarkRun], names: Sequence[str], columns: Se
     for name, keys in pairing.missing.items():
         listed = ", ".join(f"{actor} @ {level}" for actor, level in keys)
         parts.append(f"not in {name}: {listed}")
+    changes = answer_changes(runs, names)
+    if changes:
+        parts.append(changes)
     return "\n\n".join(parts)
+
+
+def answer_changes(runs: Sequence[BenchmarkRun], names: Sequence[str]) -> str:
+    """Did an actor answer the same prompts the same way in each run as in the first? (Runs that kept
+    answers and used the same prompts; "" when there is nothing to compare.)"""
+    base = runs[0]
+    base_answers = answers_by_actor(base.records)
+    base_texts = [prompt_text(prompt) for prompt in base.prompt_set]
+    pairs: list[PairAgreement] = []
+    for name, run in zip(names[1:], runs[1:]):
+        if not base_texts or [prompt_text(prompt) for prompt in run.prompt_set] != base_texts:
+            continue
+        answers = answers_by_actor(run.records)
+        for actor in base_answers.keys() & answers.keys():
+            labelled = {f"{names[0]}: {actor}": base_answers[actor], f"{name}: {actor}": answers[actor]}
+            pairs.extend(text_agreement(labelled, list(labelled)))
+    if not pairs:
+        return ""
+    rows = [agreement_cells(pair)[:-1] for pair in pairs]
+    return ("answers against the first run (same actor, same prompts)\n"
+            + text_table(AGREEMENT_HEADERS[:-1], rows))
 
 
 def _ratio(value: float | None, base: float | None) -> str:
