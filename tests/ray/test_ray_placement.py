@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -26,6 +28,9 @@ from workbench.runtimes.placement import WorkerDied, WorkerSpec, create_placemen
 from workbench.runtimes.placement import ray as ray_placement  # noqa: E402
 from workbench.runtimes.registry import create_actor  # noqa: E402
 from workbench.runtimes.types import Chunk, Usage  # noqa: E402
+from workbench.sessions.recorder import SessionRecorder  # noqa: E402
+from workbench.sessions.schema import PaneRecord, PlacedEvent  # noqa: E402
+from workbench.sessions.store import load_session  # noqa: E402
 
 QUESTION = "What is the capital of France?"
 GREEDY = {"temperature": 0.0}
@@ -182,9 +187,11 @@ async def test_cancel_mid_stream_stops_the_remote_worker(placed: Placed) -> None
 
 
 async def test_killing_the_ray_actor_mid_stream_fails_the_request_and_the_supervisor_restarts_it(
-    placed: Placed,
+    placed: Placed, tmp_path: Path,
 ) -> None:
     actor = placed.actor
+    recorder = SessionRecorder(tmp_path, "on ray", [PaneRecord(id="p1", spec=actor.spec)])
+    recorder.attach("p1", actor)  # the session records where the model runs, and again after the restart
     old_pid = host_pid(actor)
     handle = actor.placement.handle  # type: ignore[union-attr]
     reply = actor.generate(LONG, options=GREEDY | {"max_tokens": 300})
@@ -194,6 +201,11 @@ async def test_killing_the_ray_actor_mid_stream_fails_the_request_and_the_superv
     await wait_for(lambda: actor.restarts >= 1 and actor.state == ActorState.IDLE)
     assert host_pid(actor) != old_pid
     assert "Paris" in (await actor.chat(QUESTION, options=GREEDY | {"max_tokens": 12})).text
+    journal = load_session(recorder.journal_path)
+    recorder.close()
+    placed_events = [event for event in journal.events if isinstance(event, PlacedEvent)]
+    assert [(event.placement, event.pid) for event in placed_events] == [("ray", old_pid), ("ray", host_pid(actor))]
+    assert placed_events[-1].node == socket.gethostname() and placed_events[-1].details["node_ip"] == "127.0.0.1"
 
 
 async def test_a_request_no_node_can_hold_fails_at_once_with_the_nodes_resources(

@@ -11,7 +11,7 @@ import pytest
 from tests.test_sessions import make_session
 from workbench.errors import SessionFileError
 from workbench.sessions import SessionHeader, SessionJournal, load_session, save_session
-from workbench.sessions.schema import ChunkEvent, SessionEvent
+from workbench.sessions.schema import SCHEMA_VERSION, ChunkEvent, SessionEvent
 from workbench.sessions.store import _JSONScanner, stream_session
 
 
@@ -61,7 +61,7 @@ def test_a_file_in_another_key_order_still_reads(tmp_path: Path) -> None:
         (lambda text: text.replace('"kind": "error"', '"kind": "teleport"', 1), "event 4 is not a valid session event"),
         (lambda text: text.rstrip().rstrip("}") + ', "extra": 1}', "'extra' after the events"),
         (lambda text: text + "[]", "extra data"),
-        (lambda text: text.replace('"version": 2', '"version": 9', 1), "unsupported version 9"),
+        (lambda text: text.replace(f'"version": {SCHEMA_VERSION}', '"version": 9', 1), "unsupported version 9"),
     ],
 )
 def test_bad_files_raise_a_clear_error_while_streaming(tmp_path: Path, mangle, problem: str) -> None:  # noqa: ANN001

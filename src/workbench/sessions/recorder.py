@@ -30,6 +30,7 @@ from workbench.sessions.schema import (
     ErrorEvent,
     PaneEvent,
     PaneRecord,
+    PlacedEvent,
     PromptEvent,
     SampleEvent,
     SessionEvent,
@@ -78,6 +79,7 @@ class SessionRecorder:
         self._requests: dict[str, str] = {}  # correlation id -> pane id, while the request runs
         self._finals: dict[str, Chunk] = {}  # correlation id -> its final chunk (metrics)
         self._subscriptions: dict[str, list[Callable[[], None]]] = {}
+        self._placed: dict[str, tuple[Any, ...]] = {}  # pane id -> where its model was last recorded
         self._saved_path: Path | None = None
         self._saved_count = -1  # how many events the saved file holds
         self.journal = SessionJournal.create(self.folder, header)
@@ -136,6 +138,8 @@ class SessionRecorder:
 
         kinds = (actor_events.CHUNK, actor_events.DONE, actor_events.ERROR, actor_events.CANCELLED)
         self._subscriptions[pane_id] = [actor.on(kind, handler) for kind in kinds]
+        self._subscriptions[pane_id].append(actor.on(actor_events.STATE, lambda _: self._record_placement(pane_id, actor)))
+        self._record_placement(pane_id, actor)  # it may be ready already
 
     def detach(self, pane_id: str) -> None:
         for unsubscribe in self._subscriptions.pop(pane_id, []):
@@ -255,6 +259,25 @@ class SessionRecorder:
             raise ValueError(f"session {self.id} is closed; nothing more can be recorded")
         self.journal.append(event)
         self._events.append(event)
+
+    def _record_placement(self, pane_id: str, actor: object) -> None:
+        """A `placed` event when the pane's model is somewhere new: first ready, or restarted (new pid).
+        Only models outside the app's process are recorded (`process`, `ray`): a `thread`-placed one
+        runs in the app itself, and actors without a placement (servers, CLIs) have nothing to say."""
+        describe = getattr(getattr(actor, "placement", None), "describe", None)
+        if describe is None or self.journal.closed:
+            return
+        where = describe()
+        if where.get("pid") is None or where.get("kind") == "thread":  # not started yet, or in the app
+            return
+        key = (where.get("kind"), where.get("pid"), where.get("node"))
+        if self._placed.get(pane_id) == key:
+            return
+        self._placed[pane_id] = key
+        details = {name: value for name, value in where.items()
+                   if name not in ("kind", "pid", "node") and isinstance(value, str | int | float | bool | dict)}
+        self._append(PlacedEvent(t=self.elapsed(), pane=pane_id, placement=str(where.get("kind")),
+                                 pid=where.get("pid"), node=where.get("node"), details=details))
 
     def _on_actor_event(self, pane_id: str, event: ActorEvent) -> None:
         cid = event.correlation_id

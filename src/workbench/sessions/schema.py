@@ -18,11 +18,12 @@ from workbench import __version__
 from workbench.metrics.request import RequestMetrics
 from workbench.runtimes.types import ChatMessage, GenerationOptions
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Sessions: 1 = prompts were all queries; 2 adds prompt events with operation `read` (context an
-actor read without answering; a version-1 reader would have re-run the turns after it without it).
-Nothing else changed, so a version-1 file migrates as it is."""
-SESSION_VERSIONS = (1, 2)
+actor read without answering; a version-1 reader would have re-run the turns after it without it);
+3 adds `placed` events (where a pane's model ran: placement, pid, node, each time its actor became
+ready). Nothing else changed, so version-1 and -2 files migrate as they are."""
+SESSION_VERSIONS = (1, 2, 3)
 BENCHMARK_VERSION = 3
 """Benchmark runs: 1 = speed only; 2 adds prompts' expectations, answers and scores, accuracy per
 summary, and agreement between actors (all optional, so a version-1 file migrates as it is);
@@ -107,8 +108,19 @@ class PaneEvent(_Event):
     record: PaneRecord
 
 
+class PlacedEvent(_Event):
+    """Where the pane's model runs outside the app (process, ray), recorded when its actor is ready
+    (again after a restart; version 3). No such event: the model ran in the app or on a server."""
+
+    kind: Literal["placed"] = "placed"
+    placement: str = Field(description="thread/process/ray")
+    pid: int | None = None
+    node: str | None = Field(default=None, description="the host name of the machine holding the model")
+    details: dict[str, Any] = Field(default_factory=dict, description="e.g. a Ray actor's node IP and cluster address")
+
+
 SessionEvent = Annotated[
-    PromptEvent | ChunkEvent | DoneEvent | ErrorEvent | CancelledEvent | SampleEvent | PaneEvent,
+    PromptEvent | ChunkEvent | DoneEvent | ErrorEvent | CancelledEvent | SampleEvent | PaneEvent | PlacedEvent,
     Field(discriminator="kind"),
 ]
 
@@ -340,9 +352,10 @@ class BenchmarkRun(Strict):
 
 def migrate_session(data: dict[str, Any]) -> dict[str, Any]:
     """A session file's (or journal header's) JSON brought up to `SCHEMA_VERSION` (the caller checked
-    it is one of `SESSION_VERSIONS`). Version 1 -> 2 only added a meaning, so it just moves the number."""
-    if data.get("version") == 1:
-        data = {**data, "version": 2}
+    it is one of `SESSION_VERSIONS`). Versions 1 -> 2 -> 3 only added a meaning and an event kind, so it
+    just moves the number."""
+    if data.get("version") in (1, 2):
+        data = {**data, "version": SCHEMA_VERSION}
     return data
 
 
