@@ -2,7 +2,8 @@
 LocalAI, Ollama's /v1, `workbench serve`), with httpx.
 
 Spec `openai:MODEL@BASE_URL`, BASE_URL with its `/v1` (`openai:smollm2@http://127.0.0.1:8080/v1`;
-a URL with no path gets `/v1`). MODEL `-` takes the only model `/v1/models` lists (llama.cpp serves one).
+a URL with no path gets `/v1`; no URL: `OPENAI_BASE_URL`, else llama-server's default
+`http://127.0.0.1:8080/v1`). MODEL `-` (or nothing) takes the only model `/v1/models` lists.
 
 - `chat`, `think`, `summarize_*` and `generate` stream `/chat/completions` (SSE); `complete` streams
   `/completions` (raw continuation); `embed` sends the whole batch to `/embeddings`.
