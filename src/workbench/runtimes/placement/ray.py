@@ -188,6 +188,9 @@ def _init_local(ray: Any) -> None:
             log_to_driver=False,
             logging_level="WARNING",
             num_cpus=os.cpu_count() or 1,
+            # Ray nices its workers (15) below the driver; a model there must compete on equal terms
+            # with `process`-placed ones, or a busy machine starves it and comparisons lie.
+            _system_config={"worker_niceness": 0},
         )
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = saved_flag
