@@ -333,16 +333,9 @@ class OllamaAPI:
             reply = start()
         except (NotSupported, ValueError, FileNotFoundError) as error:
             raise BadRequest(str(error)) from None
-        cancel_on_disconnect = asyncio.create_task(cancel_when_gone(responder, reply, asyncio.current_task()))
-        try:
-            if body.stream is not False:
-                await self._stream(responder, reply, frame)
-            else:
-                await self._whole(responder, reply, frame)
-        finally:
-            cancel_on_disconnect.cancel()
-            if not reply.done():
-                reply.cancel()
+        streamed = body.stream is not False
+        await answer_reply(responder, reply, self._stream(responder, reply, frame) if streamed
+                           else self._whole(responder, reply, frame))
 
     async def _stream(self, responder: Responder, reply: Any, frame: Any) -> None:
         chunks: AsyncIterator[Chunk] = reply.__aiter__()
@@ -501,6 +494,18 @@ def _parameter_size(parameters: int | None) -> str:
 
 
 GONE_GRACE_S = 1.0
+
+
+async def answer_reply(responder: Responder, reply: Any, answering: Awaitable[None]) -> None:
+    """Run `answering` (which streams or sends `reply` to the client); the client going away cancels
+    the reply, and a reply still running when the answer ends (an error, say) is cancelled."""
+    watcher = asyncio.create_task(cancel_when_gone(responder, reply, asyncio.current_task()))
+    try:
+        await answering
+    finally:
+        watcher.cancel()
+        if not reply.done():
+            reply.cancel()
 
 
 async def cancel_when_gone(responder: Responder, reply: Any, handler: asyncio.Task[Any] | None = None,

@@ -37,7 +37,7 @@ from workbench.runtimes.ollama_common import options_from_ollama
 from workbench.runtimes.types import ChatMessage, Chunk, GenerationOptions, ImagePart, ImageURL, TextPart
 from workbench.server.bodies import BadRequest, check_prompt_size, json_object, validated
 from workbench.server.http import Request, Responder
-from workbench.server.ollama_api import Served, cancel_when_gone, status_for, tagged, unit_vector
+from workbench.server.ollama_api import Served, answer_reply, status_for, tagged, unit_vector
 from workbench.server.routes import Route
 
 SSE = "text/event-stream"
@@ -223,16 +223,8 @@ class OpenAIAPI:
         except (NotSupported, ValueError) as error:
             raise BadRequest(str(error)) from None
         shape = _Shape(body.model, chat, bool(body.stream_options and body.stream_options.include_usage))
-        watcher = asyncio.create_task(cancel_when_gone(responder, reply, asyncio.current_task()))
-        try:
-            if body.stream:
-                await self._stream(responder, reply, shape)
-            else:
-                await self._whole(responder, reply, shape)
-        finally:
-            watcher.cancel()
-            if not reply.done():
-                reply.cancel()
+        await answer_reply(responder, reply, self._stream(responder, reply, shape) if body.stream
+                           else self._whole(responder, reply, shape))
 
     async def _stream(self, responder: Responder, reply: Any, shape: _Shape) -> None:
         chunks: AsyncIterator[Chunk] = reply.__aiter__()
