@@ -87,13 +87,18 @@ class FaultServer:
         finally:
             writer.close()
 
-    async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    @staticmethod
+    async def read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str], dict[str, Any]]:
+        """(method, path, lower-cased headers, JSON body) of the next request."""
         head = await reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         method, path, _ = lines[0].split(" ", 2)
         headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
         body = await reader.readexactly(int(headers.get("content-length", "0")))
-        payload = json.loads(body) if body else {}
+        return method, path, headers, json.loads(body) if body else {}
+
+    async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        method, path, headers, payload = await self.read_request(reader)
         model = str(payload.get("model", "good")).split(":")[0]
         if path == "/api/show":
             return await self._json(writer, 200, {"capabilities": ["completion"], "details": {"family": "test"},

@@ -55,12 +55,7 @@ class ReplayServer(FaultServer):
         return f"http://127.0.0.1:{self.port}/v1"
 
     async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        method, path, _ = lines[0].split(" ", 2)
-        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
-        body = await reader.readexactly(int(headers.get("content-length", "0")))
-        payload = json.loads(body) if body else {}
+        method, path, headers, payload = await self.read_request(reader)
         self.headers_seen.append(headers)
         if path == "/health":
             if self.loading_polls > 0:
