@@ -105,3 +105,19 @@ async def test_a_client_that_goes_away_cancels_its_generation(scripted_server: A
     while str(actor.state) != "idle":
         assert loop.time() < deadline, "the generation went on after the client left"
         await asyncio.sleep(0.02)
+
+
+async def test_our_openai_runtime_thinks_through_serve(scripted_server: APIServer) -> None:
+    from workbench.runtimes.registry import create_actor
+
+    actor = create_actor(f"openai:thinker@{scripted_server.url}/v1")
+    actor.start()
+    await actor.wait_ready()
+    try:
+        done = await actor.think("hello there")
+        assert done.thinking == "considering" and done.text == "hello there"
+        plain = await actor.chat("hello there")
+        assert plain.thinking == "" and plain.text == "hello there"
+        assert plain.metrics.output_tokens == 2 and plain.metrics.server["served_e2e_s"] > 0
+    finally:
+        await actor.stop()

@@ -98,6 +98,20 @@ async def test_vllm_per_request_metrics_are_asked_for_and_labelled(replay: Repla
     await llama.stop()
 
 
+def test_thinking_is_asked_for_as_each_server_takes_it() -> None:
+    from workbench.runtimes.openai import _thinking
+    from workbench.runtimes.types import GenerationOptions
+
+    local = "http://127.0.0.1:8080/v1"
+    assert _thinking(GenerationOptions(think=True), local) == {"chat_template_kwargs": {"enable_thinking": True}}
+    assert _thinking(GenerationOptions(think=False), local) == {"chat_template_kwargs": {"enable_thinking": False}}
+    assert _thinking(GenerationOptions(think="low"), local) == {"reasoning_effort": "low"}
+    assert _thinking(GenerationOptions(), local) == {}
+    official = "https://api.openai.com/v1"
+    assert _thinking(GenerationOptions(think=True), official) == {"reasoning_effort": "medium"}
+    assert _thinking(GenerationOptions(think=False), official) == {}
+
+
 async def test_no_usage_counts_chunks_and_says_so(actor: ModelRuntimeActor) -> None:
     done = await _chat(actor, "nousage")
     assert done.metrics.output_tokens == 3 and done.metrics.input_tokens is None

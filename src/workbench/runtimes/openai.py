@@ -214,7 +214,7 @@ class OpenAIRuntimeActor(RESTfulModelRuntimeActor):
     # ----- operations -------------------------------------------------------------------------------------------
     def stream_chat(self, request: ChatRequest, message: Message) -> AsyncIterator[Chunk]:
         body = {"model": self.model, "messages": [_wire_message(m) for m in request.messages],
-                **_sampling(request.options), **_thinking(request.options)}
+                **_sampling(request.options), **_thinking(request.options, self.base_url)}
         return self._chunks("/chat/completions", body, think=bool(request.options.think))
 
     def stream_generate(self, request: GenerateRequest, message: Message) -> AsyncIterator[Chunk]:
@@ -381,11 +381,16 @@ def _sampling(options: GenerationOptions) -> dict[str, Any]:
     return body
 
 
-def _thinking(options: GenerationOptions) -> dict[str, Any]:
+def _thinking(options: GenerationOptions, base_url: str) -> dict[str, Any]:
+    """How to ask for thinking: a level is `reasoning_effort`; on/off is the chat template's
+    `enable_thinking` (llama.cpp, vLLM, SGLang), except at OpenAI itself, which refuses unknown fields
+    and takes only `reasoning_effort`."""
     if options.think is None:
         return {}
     if isinstance(options.think, str):
         return {"reasoning_effort": options.think}
+    if urlsplit(base_url).hostname == "api.openai.com":
+        return {"reasoning_effort": "medium"} if options.think else {}
     return {"chat_template_kwargs": {"enable_thinking": bool(options.think)}}
 
 
