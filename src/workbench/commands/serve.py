@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
     def ready(server: Any) -> None:
         names = ", ".join(server.api.models)
-        print(f"workbench serve: listening on {server.url} (models: {names})", flush=True)
+        print(f"workbench serve: listening on {server.url} (models: {names}; OpenAI API at {server.url}/v1)",
+              flush=True)
 
     signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C: actors unload, the port is freed
     try:
