@@ -43,7 +43,7 @@ from workbench.runtimes.ollama_common import options_from_ollama
 from workbench.runtimes.types import ChatMessage, Chunk, Embeddings, GenerationOptions, ImagePart, ImageURL, TextPart
 from workbench.server.bodies import BadRequest, check_prompt_size, json_object, validated
 from workbench.server.http import Request, Responder
-from workbench.server.routes import Route
+from workbench.server.routes import Route, Router
 
 NDJSON = "application/x-ndjson"
 FOREVER = "2318-11-11T00:00:00Z"  # expires_at of a model that never unloads (keep_alive < 0 in Ollama)
@@ -160,6 +160,7 @@ class OllamaAPI:
     def __init__(self, actors: Sequence[ModelRuntimeActor], parameters: dict[str, Any] | None = None) -> None:
         self.parameters = dict(parameters or {})  # like a Modelfile's PARAMETER lines: requests override them
         self.models: dict[str, Served] = {}
+        self._router: Router | None = None
         now = rfc3339_nano()
         for actor in actors:
             served = Served(served_name(actor), actor, now)
@@ -178,6 +179,13 @@ class OllamaAPI:
             ("POST", "/api/pull", self.pull),
         ]
         return [Route(method, path, handler) for method, path, handler in table]
+
+    async def __call__(self, request: Request, responder: Responder) -> None:
+        """This API alone as an HTTP handler (no OpenAI API, no control endpoints): `HTTPServer(api)`."""
+        if self._router is None:
+            self._router = Router()
+            self._router.include(self.routes())
+        await self._router(request, responder)
 
     def lookup(self, name: str | None) -> Served:
         if not name:
