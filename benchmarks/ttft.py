@@ -8,7 +8,9 @@ noise falls on all alike, greedy, the 8 built-in short chat prompts (`bench.prom
 * `in-process, no prompt cache`: the same actor with its prompt cache cleared before each request
   (every request prefills the whole chat template, as a first-ever request would);
 * `HTTP`: `workbench serve --actor torch:smollm2 --threads N` in a child process, streamed
-  `/api/chat` over 127.0.0.1 with a kept-alive connection (what a client of our server gets);
+  `/api/chat` over 127.0.0.1 with a kept-alive connection (what a client of our server gets); with
+  `--serve-placement process thread`, once with the model in serve's worker process (its default)
+  and once on a thread of the server (to see what the process hop costs);
 * `llama-server` (only with `--llama-server PATH`): llama.cpp's server on the same GGUF, `-t N`,
   streamed `/v1/chat/completions`.
 
@@ -45,6 +47,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import httpx  # noqa: E402
 
 from workbench.bench.prompts import builtin_sets  # noqa: E402
+from workbench.engine import SamplingParams  # noqa: E402
 
 SPEC = "torch:smollm2"
 STEPS = ("template_s", "tokenize_s", "prefill_s", "first_sample_s", "first_detokenize_s")
@@ -72,7 +75,7 @@ class InProcess:
     def __init__(self, threads: int, max_tokens: int, cold: bool) -> None:
         from workbench.runtimes.registry import create_actor
 
-        self.actor = create_actor(SPEC, threads=threads)
+        self.actor = create_actor(SPEC, threads=threads, placement="thread")
         self.max_tokens = max_tokens
         self.cold = cold
 
@@ -81,11 +84,20 @@ class InProcess:
         await self.actor.wait_ready()
 
     async def measure(self, prompt: str, cold: bool = False) -> dict[str, float]:
+        # Both in-process contenders share one engine: start each request from a known cache, so
+        # neither profits from the other having just run the same prompt. Warm: the cache holds the
+        # chat template's preamble only (as after any other chat); cold: nothing.
+        engine = getattr(self.actor, "engine", None)
+        if engine is None:
+            raise SystemExit("the in-process contenders need the actor's engine in this process")
         if cold:
-            engine = getattr(self.actor, "engine", None)
-            if engine is None:
-                raise SystemExit("the no-prompt-cache contender needs the actor's engine in this process")
             engine.prompt_cache.clear()
+        else:
+            one, other = (engine.chat_input_ids([{"role": "user", "content": text}]) for text in ("a", "b"))
+            preamble = next(i for i, (x, y) in enumerate(zip(one, other)) if x != y)
+            if engine.prompt_cache.ids[:preamble] != one[:preamble]:
+                list(engine.generate(one[: preamble + 1], SamplingParams(max_new_tokens=1)))
+            engine.prompt_cache.truncate(preamble)
         sent = time.perf_counter()
         first = None
         async for chunk in self.actor.chat(prompt, options={"temperature": 0, "max_tokens": self.max_tokens}):
@@ -195,13 +207,13 @@ async def run_threads(threads: int, args: argparse.Namespace) -> None:
     contenders["in-process"] = inproc.measure
     if not args.no_cold:
         contenders["in-process, no prompt cache"] = lambda prompt: inproc.measure(prompt, cold=True)
-    if not args.no_http:
+    for placement in [] if args.no_http else args.serve_placement:
         port = _free_port()
-        ours = Server("workbench serve", [sys.executable, "-m", "workbench.cli", "serve", "--actor", SPEC,
-                                          "--threads", str(threads), "--port", str(port)],
+        ours = Server("workbench serve", [sys.executable, "-m", "workbench.cli", "serve", "--placement", placement,
+                                          "--actor", SPEC, "--threads", str(threads), "--port", str(port)],
                       f"http://127.0.0.1:{port}", "/api/tags", args.max_tokens)
         owners.append(ours)
-        contenders["HTTP workbench serve /api/chat"] = ours.measure
+        contenders[f"HTTP serve ({placement}) /api/chat"] = ours.measure
     if args.llama_server:
         port = _free_port()
         llama = LlamaServer("llama-server", [args.llama_server, "-m", str(default_smollm2_path()), "-t", str(threads),
@@ -250,6 +262,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--no-http", action="store_true", help="skip `workbench serve`")
+    parser.add_argument("--serve-placement", nargs="+", default=["process"], choices=["process", "thread"],
+                        help="where `workbench serve` runs the model (process: its default; thread: no process hop)")
     parser.add_argument("--no-cold", action="store_true", help="skip the no-prompt-cache contender")
     parser.add_argument("--llama-server", metavar="PATH", help="a llama-server binary to measure alongside")
     args = parser.parse_args()

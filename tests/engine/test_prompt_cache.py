@@ -69,3 +69,13 @@ def test_clear_frees_the_cache(engine: LlamaEngine) -> None:
     timings: dict[str, float] = {}
     assert list(engine.generate(ids, PARAMS, timings=timings)) == _fresh(engine, ids)
     assert timings["reused_tokens"] == 0
+
+
+def test_truncate_keeps_only_the_first_ids(engine: LlamaEngine) -> None:
+    ids = engine.chat_input_ids([{"role": "user", "content": "Name a city."}])
+    first = list(engine.generate(ids, PARAMS))
+    engine.prompt_cache.truncate(10)
+    assert engine.prompt_cache.ids == ids[:10]
+    timings: dict[str, float] = {}
+    assert list(engine.generate(ids, PARAMS, timings=timings)) == first
+    assert timings["reused_tokens"] == 10

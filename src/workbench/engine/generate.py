@@ -94,6 +94,11 @@ class PromptCache:
         if epoch != self.epoch:
             raise RuntimeError("a newer generation has taken over this model's KV cache")
 
+    def truncate(self, keep: int) -> None:
+        """Forget all but the first ``keep`` cached ids (e.g. keep a template's preamble only)."""
+        del self.ids[keep:]
+        self.epoch += 1
+
     def clear(self) -> None:
         """Forget and free the cache (its memory grows with the longest conversation seen)."""
         self._cache = None
