@@ -171,7 +171,9 @@ class OpenAIRuntimeActor(RESTfulModelRuntimeActor):
     async def _choose_model(self) -> None:
         """Resolve `-` to the only model listed; note what `/models` says about ours (llama.cpp's meta)."""
         try:
-            listed = (await self.request_json("GET", "/models")).get("data") or []
+            answer = await self.request_json("GET", "/models")
+            listed = [item for item in (answer.get("data") or []) if isinstance(item, dict)] \
+                if isinstance(answer, dict) else []
         except WorkbenchError:
             if self.model == ANY_MODEL:
                 raise
