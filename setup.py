@@ -6,15 +6,26 @@ init function are needed, and one build serves every x86-64 CPU because the C pi
 AVX-512 code at run time. Development rebuild: `python setup.py build_ext --inplace` (`make kernels`).
 """
 
+import os
+from typing import Any
+
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 
 class BuildKernels(build_ext):
-    """No Python init symbol to export: the library is opened with ctypes."""
+    """No Python init symbol to export: the library is opened with ctypes. The in-place copy is
+    atomic: running processes may have the old library mapped, and overwriting it in place would
+    crash them."""
 
     def get_export_symbols(self, ext: Extension) -> list[str]:
         return []
+
+    def copy_file(self, infile: str, outfile: str, *args: Any, **kwargs: Any) -> tuple[str, bool]:
+        tmp = f"{outfile}.tmp{os.getpid()}"
+        _, copied = super().copy_file(infile, tmp, *args, **kwargs)
+        os.replace(tmp, outfile)
+        return outfile, copied
 
 
 setup(

@@ -219,3 +219,26 @@ def test_kv_cache_grows_and_keeps_what_it_holds() -> None:
     assert (cache.data[..., :5, :] == 3.0).all() and (cache.data[..., 5:, :] == 0).all()
     with pytest.raises(ValueError, match="exceeds"):
         cache.ensure(1001)
+
+
+def test_fast_inexact_mode_is_labelled_close_and_never_default() -> None:
+    """`q4q8` (8-bit activations, integer dot products) is opt-in, says it is inexact, and stays close."""
+    from workbench.engine import DEFAULT_WEIGHTS, SamplingParams
+
+    assert DEFAULT_WEIGHTS == "q4"
+    fast = LlamaEngine.load(default_smollm2_path(), threads=1, weights="q4q8")
+    exact = LlamaEngine.load(default_smollm2_path(), threads=1)
+    assert fast.weights == "q4q8" and "INEXACT" in fast.weights_note and "INEXACT" not in exact.weights_note
+    ids = torch.tensor(exact.chat_input_ids([{"role": "user", "content": "What is the capital of France?"}]))
+    with torch.inference_mode():
+        steps = []
+        for eng in (fast, exact):
+            cache = eng.model.new_cache(ids.numel() + 1)
+            eng.model.forward(ids, 0, cache)
+            steps.append(eng.model.forward(torch.tensor([504]), ids.numel(), cache)[0])  # a decode step
+    a, b = steps
+    assert not torch.equal(a, b)  # really a different computation
+    assert float(F.cosine_similarity(a, b, dim=0)) > 0.999
+    assert int(a.argmax()) == int(b.argmax())
+    text = "".join(fast.generate_text(ids.tolist(), SamplingParams(max_new_tokens=24)))
+    assert "Paris" in text

@@ -33,11 +33,13 @@ from .quant import (
 
 __all__ = ["KVCache", "LlamaConfig", "LlamaModel", "WeightsMode", "WEIGHT_MODES"]
 
-WeightsMode = Literal["q4", "fp32", "bf16", "int4pack", "int8"]
+WeightsMode = Literal["q4", "fp32", "bf16", "int4pack", "int8", "q4q8"]
 #: ``q4``: GGUF blocks as stored + our C kernels, fp32 math (fast, matches fp32 up to rounding order).
 #: ``fp32``: everything dequantized to float32 (exact reference).
 #: ``bf16``/``int4pack``/``int8``: torch's own bf16 / 4-bit / 8-bit CPU kernels (bf16 math, lossy).
-WEIGHT_MODES: tuple[WeightsMode, ...] = ("q4", "fp32", "bf16", "int4pack", "int8")
+#: ``q4q8``: as ``q4``, but decode quantizes activations to 8 bits for integer dot products (llama.cpp's
+#: method): faster, NOT exact (greedy output drifts from fp32 after some tokens); never the default.
+WEIGHT_MODES: tuple[WeightsMode, ...] = ("q4", "fp32", "bf16", "int4pack", "int8", "q4q8")
 
 Embedding = DenseEmbedding | NativeBlockEmbedding
 
@@ -178,13 +180,21 @@ class LlamaModel:
         norm: torch.Tensor,
         lm_head: LinearLike,
         mode: WeightsMode,
+        *,
+        rope_interleaved: bool = False,
     ) -> None:
+        """``rope_interleaved``: Q/K rows are in GGUF's order, where llama.cpp's converter interleaved
+        each head's two rotary halves, so rotary pairs are (2i, 2i+1) instead of (i, i + d/2).
+        Each rotated value is computed exactly as in the rotate-half layout, only stored permuted
+        within its head (keys alike, so attention scores are the same sums), which lets the block
+        kernels use the mapped file's Q/K rows without a reordered copy."""
         self.config = config
         self.embed = embed
         self.layers = layers
         self.norm = norm
         self.lm_head = lm_head
         self.mode = mode
+        self.rope_interleaved = rope_interleaved
         self._rope_len = 0
         self._cos = torch.empty(0)
         self._sin = torch.empty(0)
@@ -195,12 +205,14 @@ class LlamaModel:
         (avx2, extension); decode step in one native call``. Names any projection that is not on
         the mode's kernels, so a partial fallback is visible too."""
         lins: list[LinearLike] = [self.lm_head] + [x for L in self.layers for x in (L.qkv, L.o, L.gate_up, L.down)]
-        if self.mode != "q4":
+        if self.mode not in ("q4", "q4q8"):
             math = "fp32 math, torch" if self.mode == "fp32" else "bfloat16 math, torch (drifts from fp32)"
             return f"{self.mode}: {math}"
         native = [x for x in lins if isinstance(x, NativeBlockLinear)]
         qtypes = "+".join(sorted({x.qtype for x in native}))
-        text = f"q4: {qtypes} blocks, fp32 math, {native[0].kernels.describe()}" if native else "q4: no block kernels"
+        math = ("INEXACT fast mode: decode with 8-bit activations and integer dot products, prefill fp32"
+                if self.mode == "q4q8" else "fp32 math")
+        text = f"{self.mode}: {qtypes} blocks, {math}, {native[0].kernels.describe()}" if native else f"{self.mode}: no block kernels"
         if len(native) < len(lins):
             text += f"; {len(lins) - len(native)} of {len(lins)} projections dequantized to fp32 (unsupported block type)"
         return text + ("; decode step in one native call" if self._native is not None else "; decode layer by layer in torch")
@@ -221,7 +233,7 @@ class LlamaModel:
         cfg = LlamaConfig.from_gguf(f)
         report = progress or (lambda _frac, _msg: None)
         report(0.0, "reading embeddings")
-        kernels = load_kernels() if mode == "q4" else None
+        kernels = load_kernels() if mode in ("q4", "q4q8") else None
         embed: Embedding
         if kernels is not None and f.qtype("token_embd.weight") in BLOCK_BYTES:
             emb_lin = _native_linear(f, ["token_embd.weight"], [None], kernels)
@@ -229,13 +241,16 @@ class LlamaModel:
         else:
             embed = DenseEmbedding(f.dequantize("token_embd.weight"))
         head_name = "token_embd.weight" if cfg.tie_embeddings else "output.weight"
+        # Q/K rows: block kernels use them in the file's interleaved order (no copy; rotary pairs are
+        # (2i, 2i+1), see `rope_interleaved`); dense modes un-permute to the rotate-half layout.
+        rope_heads: list[int | None] = [None, None, None] if kernels is not None else [cfg.num_heads, cfg.num_kv_heads, None]
         layers: list[_Layer] = []
         for i in range(cfg.num_layers):
             b = f"blk.{i}."
             qkv = _build_linear(
                 f,
                 [b + "attn_q.weight", b + "attn_k.weight", b + "attn_v.weight"],
-                [cfg.num_heads, cfg.num_kv_heads, None],
+                rope_heads,
                 mode,
                 kernels,
             )
@@ -255,7 +270,7 @@ class LlamaModel:
         lm_head = _build_head(f, head_name, embed if cfg.tie_embeddings else None, mode, kernels)
         norm = f.dequantize("output_norm.weight")
         report(1.0, "weights ready")
-        return cls(cfg, embed, layers, norm, lm_head, mode)
+        return cls(cfg, embed, layers, norm, lm_head, mode, rope_interleaved=kernels is not None)
 
     # -- memory ------------------------------------------------------------------------------
     def weight_bytes(self) -> int:
@@ -325,6 +340,7 @@ class LlamaModel:
         cos = self._cos[start:end, None, :]
         sin = self._sin[start:end, None, :]
         half = hd // 2
+        cos_lo, cos_hi, sin_lo, sin_hi = cos[..., :half], cos[..., half:], sin[..., :half], sin[..., half:]
         rep = nh // nkv
         scale = 1.0 / math.sqrt(hd)
         mask: torch.Tensor | None = None
@@ -341,8 +357,12 @@ class LlamaModel:
             h = _rms_norm(x, layer.attn_norm, eps)
             qkv = layer.qkv(h).view(t, nqk + nkv, hd)
             qk = qkv[:, :nqk]
-            rot = torch.cat([-qk[..., half:], qk[..., :half]], dim=-1)
-            qk = qk * cos + rot * sin
+            if self.rope_interleaved:
+                a, b = qk[..., 0::2], qk[..., 1::2]
+                qk = torch.stack([a * cos_lo + (-b) * sin_lo, b * cos_hi + a * sin_hi], dim=-1).flatten(-2)
+            else:
+                rot = torch.cat([-qk[..., half:], qk[..., :half]], dim=-1)
+                qk = qk * cos + rot * sin
             kv_slot = cache_data[i]
             kv_slot[0, :, start:end] = qk[:, nh:].transpose(0, 1)
             kv_slot[1, :, start:end] = qkv[:, nqk:].transpose(0, 1)
@@ -379,7 +399,7 @@ class _NativeDecoder:
         self.ptrs = torch.tensor(ptrs, dtype=torch.int64)
         self.cfg_t = torch.tensor(
             [cfg.num_layers, cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads,
-             cfg.head_dim, cfg.vocab_size, *qtypes],
+             cfg.head_dim, cfg.vocab_size, *qtypes, int(model.rope_interleaved), int(model.mode == "q4q8")],
             dtype=torch.int32,
         )
         self.logits = torch.empty(1, cfg.vocab_size)

@@ -130,6 +130,92 @@ static void q8_0_rows_scalar(const uint8_t *w, size_t stride, int nb, const floa
     }
 }
 
+/* ---- fast inexact mode: activations quantized to 8 bits ------------------------------------
+ * As llama.cpp does: each block of 32 activations becomes int8 values and one fp32 scale, and the
+ * products with 4-/8-bit weights are integer dot products. About 2x less work per block, but the
+ * activations carry ~0.4% rounding, so greedy output drifts from the fp32 reference after some
+ * tokens. Only the labelled `q4q8` weights mode uses it; never the default.
+ *
+ * Packed activation layout (passed where the fp32 kernels take `x`): int8 q[K], then fp32 d[K/32],
+ * then int32 s[K/32] (the sum of each block's q, for Q4_0's -8 offset). */
+static inline const int8_t *act_q(const float *packed) { return (const int8_t *)packed; }
+static inline const float *act_d(const float *packed, int nb) { return (const float *)((const int8_t *)packed + nb * 32); }
+static inline const int32_t *act_s(const float *packed, int nb) { return (const int32_t *)(act_d(packed, nb) + nb); }
+static int64_t act_floats(int K) { return K / 4 + 2 * (K / 32); }
+
+static void quantize_act(const float *x, int K, float *packed) {
+    const int nb = K / 32;
+    int8_t *q = (int8_t *)packed;
+    float *d = (float *)(q + K);
+    int32_t *sums = (int32_t *)(d + nb);
+    for (int b = 0; b < nb; b++) {
+        float amax = 0.0f;
+        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[b * 32 + i]));
+        const float scale = amax / 127.0f, inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+        int32_t sum = 0;
+        for (int i = 0; i < 32; i++) {
+            const int v = (int)lrintf(x[b * 32 + i] * inv);
+            q[b * 32 + i] = (int8_t)v;
+            sum += v;
+        }
+        d[b] = scale;
+        sums[b] = sum;
+    }
+}
+
+static void q4_rows_q8a_scalar(const uint8_t *w, size_t stride, int nb, const float *xp, const float *xs,
+                               float *y, int n0, int n1, int acc, int has_min) {
+    const int bsz = has_min ? 20 : 18;
+    const int8_t *xq = act_q(xp);
+    const float *xd = act_d(xp, nb);
+    const int32_t *sx = act_s(xp, nb);
+    for (int n = n0; n < n1; n++) {
+        const uint8_t *row = w + (size_t)n * stride;
+        float a = 0.0f, macc = 0.0f;
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *blk = row + (size_t)b * bsz;
+            const uint8_t *q = blk + (has_min ? 4 : 2);
+            const int8_t *xb = xq + b * 32;
+            int32_t isum = 0;
+            for (int i = 0; i < 16; i++) isum += (q[i] & 15) * xb[i] + (q[i] >> 4) * xb[i + 16];
+            const float d = h2f_soft(blk);
+            if (has_min) {
+                a += d * xd[b] * (float)isum;
+                macc += h2f_soft(blk + 2) * xs[b];
+            } else {
+                a += d * xd[b] * (float)(isum - 8 * sx[b]);
+            }
+        }
+        y[n] = a + macc + (acc ? y[n] : 0.0f);
+    }
+}
+static void q4_1_rows_q8a_scalar(const uint8_t *w, size_t stride, int nb, const float *x, const float *xs,
+                                 float *y, int n0, int n1, int acc) {
+    q4_rows_q8a_scalar(w, stride, nb, x, xs, y, n0, n1, acc, 1);
+}
+static void q4_0_rows_q8a_scalar(const uint8_t *w, size_t stride, int nb, const float *x, const float *xs,
+                                 float *y, int n0, int n1, int acc) {
+    q4_rows_q8a_scalar(w, stride, nb, x, xs, y, n0, n1, acc, 0);
+}
+static void q8_0_rows_q8a_scalar(const uint8_t *w, size_t stride, int nb, const float *xp, const float *xs,
+                                 float *y, int n0, int n1, int acc) {
+    (void)xs;
+    const int8_t *xq = act_q(xp);
+    const float *xd = act_d(xp, nb);
+    for (int n = n0; n < n1; n++) {
+        const uint8_t *row = w + (size_t)n * stride;
+        float a = 0.0f;
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *blk = row + (size_t)b * 34;
+            const int8_t *q = (const int8_t *)(blk + 2), *xb = xq + b * 32;
+            int32_t isum = 0;
+            for (int i = 0; i < 32; i++) isum += q[i] * xb[i];
+            a += h2f_soft(blk) * xd[b] * (float)isum;
+        }
+        y[n] = a + (acc ? y[n] : 0.0f);
+    }
+}
+
 #ifdef WB_X86
 /* ---- AVX2 + FMA + F16C ---------------------------------------------------------------------- */
 #define T_AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -148,52 +234,49 @@ T_AVX2 static inline float h2f_avx2(const uint8_t *p) {
 T_AVX2 static inline __m256 u8x8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)); }
 T_AVX2 static inline __m256 i8x8(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
 
-/* sum_i q_i * x_i over one block of 32 nibbles (unscaled) */
-T_AVX2 static inline __m256 q4_block_avx2(const uint8_t *q, const float *xb) {
+/* sum_i q_i * x_i over one block of 32 nibbles (unscaled). Two independent products summed in a
+ * tree keep the dependency chain short (the FMA latency, not its throughput, bounded the old
+ * single-chain form). x0..x3 are the block's 32 activations, loaded once for all rows. */
+T_AVX2 static inline __m256 q4_block_avx2(const uint8_t *q, __m256 x0, __m256 x1, __m256 x2, __m256 x3) {
     const __m128i mask = _mm_set1_epi8(0x0F);
     const __m128i qb = _mm_loadu_si128((const __m128i *)q);
     const __m128i lo = _mm_and_si128(qb, mask);
     const __m128i hi = _mm_and_si128(_mm_srli_epi16(qb, 4), mask);
-    __m256 t = _mm256_mul_ps(u8x8(lo), _mm256_loadu_ps(xb));
-    t = _mm256_fmadd_ps(u8x8(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(xb + 8), t);
-    t = _mm256_fmadd_ps(u8x8(hi), _mm256_loadu_ps(xb + 16), t);
-    t = _mm256_fmadd_ps(u8x8(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(xb + 24), t);
-    return t;
+    const __m256 p0 = _mm256_mul_ps(u8x8(lo), x0);
+    const __m256 p1 = _mm256_mul_ps(u8x8(_mm_srli_si128(lo, 8)), x1);
+    const __m256 p2 = _mm256_fmadd_ps(u8x8(hi), x2, p0);
+    const __m256 p3 = _mm256_fmadd_ps(u8x8(_mm_srli_si128(hi, 8)), x3, p1);
+    return _mm256_add_ps(p2, p3);
 }
+
+/* ROWS rows at once (independent accumulators); every row's arithmetic is the same whatever ROWS
+ * is, so results do not depend on how rows are grouped or split over threads. */
+#define Q4_ROWS_AVX2(ROWS)                                                                            \
+    for (; n + ROWS <= n1; n += ROWS) {                                                               \
+        __m256 a[ROWS];                                                                               \
+        float m[ROWS];                                                                                \
+        for (int r = 0; r < ROWS; r++) { a[r] = _mm256_setzero_ps(); m[r] = 0.0f; }                   \
+        const uint8_t *r0 = w + (size_t)n * stride;                                                   \
+        for (int b = 0; b < nb; b++) {                                                                \
+            const float *xb = x + b * 32;                                                             \
+            const __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8);                      \
+            const __m256 x2 = _mm256_loadu_ps(xb + 16), x3 = _mm256_loadu_ps(xb + 24);                 \
+            for (int r = 0; r < ROWS; r++) {                                                          \
+                const uint8_t *blk = r0 + (size_t)r * stride + (size_t)b * bsz;                       \
+                const float d = h2f_avx2(blk);                                                        \
+                a[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), q4_block_avx2(blk + off, x0, x1, x2, x3), a[r]); \
+                m[r] += (has_min ? h2f_avx2(blk + 2) : -8.0f * d) * xs[b];                            \
+            }                                                                                         \
+        }                                                                                             \
+        for (int r = 0; r < ROWS; r++) y[n + r] = hsum256(a[r]) + m[r] + (acc ? y[n + r] : 0.0f);     \
+    }
 
 T_AVX2 static void q4_rows_avx2(const uint8_t *w, size_t stride, int nb, const float *x, const float *xs,
                                 float *y, int n0, int n1, int acc, int has_min) {
     const int bsz = has_min ? 20 : 18, off = has_min ? 4 : 2;
     int n = n0;
-    /* two rows at a time: independent accumulator chains keep both FMA ports busy */
-    for (; n + 2 <= n1; n += 2) {
-        const uint8_t *r0 = w + (size_t)n * stride, *r1 = r0 + stride;
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-        float m0 = 0.0f, m1 = 0.0f;
-        for (int b = 0; b < nb; b++) {
-            const uint8_t *b0 = r0 + (size_t)b * bsz, *b1 = r1 + (size_t)b * bsz;
-            const float *xb = x + b * 32;
-            const float d0 = h2f_avx2(b0), d1 = h2f_avx2(b1);
-            a0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), q4_block_avx2(b0 + off, xb), a0);
-            a1 = _mm256_fmadd_ps(_mm256_set1_ps(d1), q4_block_avx2(b1 + off, xb), a1);
-            m0 += (has_min ? h2f_avx2(b0 + 2) : -8.0f * d0) * xs[b];
-            m1 += (has_min ? h2f_avx2(b1 + 2) : -8.0f * d1) * xs[b];
-        }
-        y[n] = hsum256(a0) + m0 + (acc ? y[n] : 0.0f);
-        y[n + 1] = hsum256(a1) + m1 + (acc ? y[n + 1] : 0.0f);
-    }
-    for (; n < n1; n++) {
-        const uint8_t *r0 = w + (size_t)n * stride;
-        __m256 a0 = _mm256_setzero_ps();
-        float m0 = 0.0f;
-        for (int b = 0; b < nb; b++) {
-            const uint8_t *b0 = r0 + (size_t)b * bsz;
-            const float d0 = h2f_avx2(b0);
-            a0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), q4_block_avx2(b0 + off, x + b * 32), a0);
-            m0 += (has_min ? h2f_avx2(b0 + 2) : -8.0f * d0) * xs[b];
-        }
-        y[n] = hsum256(a0) + m0 + (acc ? y[n] : 0.0f);
-    }
+    Q4_ROWS_AVX2(4)
+    Q4_ROWS_AVX2(1)
 }
 T_AVX2 static void q4_1_rows_avx2(const uint8_t *w, size_t stride, int nb, const float *x, const float *xs,
                                   float *y, int n0, int n1, int acc) {
@@ -203,37 +286,128 @@ T_AVX2 static void q4_0_rows_avx2(const uint8_t *w, size_t stride, int nb, const
                                   float *y, int n0, int n1, int acc) {
     q4_rows_avx2(w, stride, nb, x, xs, y, n0, n1, acc, 0);
 }
-T_AVX2 static inline __m256 q8_block_avx2(const uint8_t *q, const float *xb) {
-    __m256 t = _mm256_mul_ps(i8x8(_mm_loadl_epi64((const __m128i *)q)), _mm256_loadu_ps(xb));
-    t = _mm256_fmadd_ps(i8x8(_mm_loadl_epi64((const __m128i *)(q + 8))), _mm256_loadu_ps(xb + 8), t);
-    t = _mm256_fmadd_ps(i8x8(_mm_loadl_epi64((const __m128i *)(q + 16))), _mm256_loadu_ps(xb + 16), t);
-    t = _mm256_fmadd_ps(i8x8(_mm_loadl_epi64((const __m128i *)(q + 24))), _mm256_loadu_ps(xb + 24), t);
-    return t;
+T_AVX2 static inline __m256 q8_block_avx2(const uint8_t *q, __m256 x0, __m256 x1, __m256 x2, __m256 x3) {
+    const __m256 p0 = _mm256_mul_ps(i8x8(_mm_loadl_epi64((const __m128i *)q)), x0);
+    const __m256 p1 = _mm256_mul_ps(i8x8(_mm_loadl_epi64((const __m128i *)(q + 8))), x1);
+    const __m256 p2 = _mm256_fmadd_ps(i8x8(_mm_loadl_epi64((const __m128i *)(q + 16))), x2, p0);
+    const __m256 p3 = _mm256_fmadd_ps(i8x8(_mm_loadl_epi64((const __m128i *)(q + 24))), x3, p1);
+    return _mm256_add_ps(p2, p3);
 }
+#define Q8_ROWS_AVX2(ROWS)                                                                            \
+    for (; n + ROWS <= n1; n += ROWS) {                                                               \
+        __m256 a[ROWS];                                                                               \
+        for (int r = 0; r < ROWS; r++) a[r] = _mm256_setzero_ps();                                    \
+        const uint8_t *r0 = w + (size_t)n * stride;                                                   \
+        for (int b = 0; b < nb; b++) {                                                                \
+            const float *xb = x + b * 32;                                                             \
+            const __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8);                      \
+            const __m256 x2 = _mm256_loadu_ps(xb + 16), x3 = _mm256_loadu_ps(xb + 24);                 \
+            for (int r = 0; r < ROWS; r++) {                                                          \
+                const uint8_t *blk = r0 + (size_t)r * stride + (size_t)b * 34;                        \
+                a[r] = _mm256_fmadd_ps(_mm256_set1_ps(h2f_avx2(blk)), q8_block_avx2(blk + 2, x0, x1, x2, x3), a[r]); \
+            }                                                                                         \
+        }                                                                                             \
+        for (int r = 0; r < ROWS; r++) y[n + r] = hsum256(a[r]) + (acc ? y[n + r] : 0.0f);            \
+    }
 T_AVX2 static void q8_0_rows_avx2(const uint8_t *w, size_t stride, int nb, const float *x, const float *xs,
                                   float *y, int n0, int n1, int acc) {
     (void)xs;
     int n = n0;
-    for (; n + 2 <= n1; n += 2) {
-        const uint8_t *r0 = w + (size_t)n * stride, *r1 = r0 + stride;
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-        for (int b = 0; b < nb; b++) {
-            const uint8_t *b0 = r0 + (size_t)b * 34, *b1 = r1 + (size_t)b * 34;
-            const float *xb = x + b * 32;
-            a0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f_avx2(b0)), q8_block_avx2(b0 + 2, xb), a0);
-            a1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f_avx2(b1)), q8_block_avx2(b1 + 2, xb), a1);
-        }
-        y[n] = hsum256(a0) + (acc ? y[n] : 0.0f);
-        y[n + 1] = hsum256(a1) + (acc ? y[n + 1] : 0.0f);
+    Q8_ROWS_AVX2(4)
+    Q8_ROWS_AVX2(1)
+}
+
+/* fast mode, AVX2: unsigned nibbles x signed int8 activations with maddubs (llama.cpp's method) */
+T_AVX2 static inline __m256i q4_unpack_avx2(const uint8_t *q) {
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    const __m128i qb = _mm_loadu_si128((const __m128i *)q);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qb, 4), mask), _mm_and_si128(qb, mask));
+}
+#define Q4_ROWS_Q8A(ROWS)                                                                             \
+    for (; n + ROWS <= n1; n += ROWS) {                                                               \
+        __m256 a[ROWS];                                                                               \
+        float m[ROWS];                                                                                \
+        for (int r = 0; r < ROWS; r++) { a[r] = _mm256_setzero_ps(); m[r] = 0.0f; }                   \
+        const uint8_t *r0 = w + (size_t)n * stride;                                                   \
+        for (int b = 0; b < nb; b++) {                                                                \
+            const __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + b * 32));                    \
+            for (int r = 0; r < ROWS; r++) {                                                          \
+                const uint8_t *blk = r0 + (size_t)r * stride + (size_t)b * bsz;                       \
+                const __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(q4_unpack_avx2(blk + off), xv), ones); \
+                const float d = h2f_avx2(blk);                                                        \
+                a[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * xd[b]), _mm256_cvtepi32_ps(dot), a[r]);     \
+                m[r] += has_min ? h2f_avx2(blk + 2) * xs[b] : -8.0f * d * xd[b] * (float)sx[b];      \
+            }                                                                                         \
+        }                                                                                             \
+        for (int r = 0; r < ROWS; r++) y[n + r] = hsum256(a[r]) + m[r] + (acc ? y[n + r] : 0.0f);     \
     }
-    for (; n < n1; n++) {
-        const uint8_t *r0 = w + (size_t)n * stride;
-        __m256 a0 = _mm256_setzero_ps();
+T_AVX2 static void q4_rows_q8a_avx2(const uint8_t *w, size_t stride, int nb, const float *xp, const float *xs,
+                                    float *y, int n0, int n1, int acc, int has_min) {
+    const int bsz = has_min ? 20 : 18, off = has_min ? 4 : 2;
+    const int8_t *xq = act_q(xp);
+    const float *xd = act_d(xp, nb);
+    const int32_t *sx = act_s(xp, nb);
+    const __m256i ones = _mm256_set1_epi16(1);
+    int n = n0;
+    Q4_ROWS_Q8A(4)
+    Q4_ROWS_Q8A(1)
+}
+T_AVX2 static void q4_1_rows_q8a_avx2(const uint8_t *w, size_t stride, int nb, const float *x, const float *xs,
+                                      float *y, int n0, int n1, int acc) {
+    q4_rows_q8a_avx2(w, stride, nb, x, xs, y, n0, n1, acc, 1);
+}
+T_AVX2 static void q4_0_rows_q8a_avx2(const uint8_t *w, size_t stride, int nb, const float *x, const float *xs,
+                                      float *y, int n0, int n1, int acc) {
+    q4_rows_q8a_avx2(w, stride, nb, x, xs, y, n0, n1, acc, 0);
+}
+T_AVX2 static void q8_0_rows_q8a_avx2(const uint8_t *w, size_t stride, int nb, const float *xp, const float *xs,
+                                      float *y, int n0, int n1, int acc) {
+    (void)xs;
+    const int8_t *xq = act_q(xp);
+    const float *xd = act_d(xp, nb);
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int n = n0; n < n1; n++) {
+        const uint8_t *row = w + (size_t)n * stride;
+        __m256 a = _mm256_setzero_ps();
         for (int b = 0; b < nb; b++) {
-            const uint8_t *b0 = r0 + (size_t)b * 34;
-            a0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f_avx2(b0)), q8_block_avx2(b0 + 2, x + b * 32), a0);
+            const uint8_t *blk = row + (size_t)b * 34;
+            const __m256i wv = _mm256_loadu_si256((const __m256i *)(blk + 2));
+            const __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + b * 32));
+            /* signed x signed through maddubs: |w| x (x with w's sign) */
+            const __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv)), ones);
+            a = _mm256_fmadd_ps(_mm256_set1_ps(h2f_avx2(blk) * xd[b]), _mm256_cvtepi32_ps(dot), a);
         }
-        y[n] = hsum256(a0) + (acc ? y[n] : 0.0f);
+        y[n] = hsum256(a) + (acc ? y[n] : 0.0f);
+    }
+}
+
+/* One row of blocks to fp32 with gguf-py's roundings: a multiply, then an add (never fused). */
+T_AVX2 static void dequant_row_avx2(int qtype, const uint8_t *row, int nb, float *o) {
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    for (int b = 0; b < nb; b++, o += 32) {
+        if (qtype == WB_Q8_0) {
+            const uint8_t *blk = row + (size_t)b * 34;
+            const __m256 d = _mm256_set1_ps(h2f_avx2(blk));
+            for (int i = 0; i < 4; i++)
+                _mm256_storeu_ps(o + 8 * i, _mm256_mul_ps(d, i8x8(_mm_loadl_epi64((const __m128i *)(blk + 2 + 8 * i)))));
+            continue;
+        }
+        const int has_min = qtype == WB_Q4_1;
+        const uint8_t *blk = row + (size_t)b * (has_min ? 20 : 18);
+        const __m256 d = _mm256_set1_ps(h2f_avx2(blk));
+        const __m128i qb = _mm_loadu_si128((const __m128i *)(blk + (has_min ? 4 : 2)));
+        const __m128i lo = _mm_and_si128(qb, mask), hi = _mm_and_si128(_mm_srli_epi16(qb, 4), mask);
+        __m256i q[4] = {_mm256_cvtepu8_epi32(lo), _mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)),
+                        _mm256_cvtepu8_epi32(hi), _mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))};
+        if (has_min) {
+            const __m256 m = _mm256_set1_ps(h2f_avx2(blk + 2));
+            for (int i = 0; i < 4; i++)
+                _mm256_storeu_ps(o + 8 * i, _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(q[i])), m));
+        } else {
+            const __m256i eight = _mm256_set1_epi32(8);
+            for (int i = 0; i < 4; i++)
+                _mm256_storeu_ps(o + 8 * i, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(q[i], eight))));
+        }
     }
 }
 
@@ -330,6 +504,21 @@ static void pick_isa(void) {
     g_isa = isa;
 }
 
+static rows_fn rows_q8a_for(int qtype) {
+    pick_isa();
+#ifdef WB_X86
+    if (g_isa >= ISA_AVX2) {
+        if (qtype == WB_Q4_1) return q4_1_rows_q8a_avx2;
+        if (qtype == WB_Q4_0) return q4_0_rows_q8a_avx2;
+        if (qtype == WB_Q8_0) return q8_0_rows_q8a_avx2;
+    }
+#endif
+    if (qtype == WB_Q4_1) return q4_1_rows_q8a_scalar;
+    if (qtype == WB_Q4_0) return q4_0_rows_q8a_scalar;
+    if (qtype == WB_Q8_0) return q8_0_rows_q8a_scalar;
+    return NULL;
+}
+
 static rows_fn rows_for(int qtype) {
     pick_isa();
 #ifdef WB_X86
@@ -356,7 +545,7 @@ int wb_isa(void) {
 }
 
 /** The library's interface version; native.py refuses a stale build. */
-int wb_abi_version(void) { return 3; }
+int wb_abi_version(void) { return 5; }
 
 static void block_sums(const float *x, int K, float *xs) {
     for (int b = 0; b < K / 32; b++) {
@@ -539,6 +728,14 @@ typedef struct {
 
 /* Exactly gguf-py's arithmetic: a multiply, then an add (no fused multiply-add). */
 static void dequant_rows(const dequant_job *j, int n0, int n1) {
+#ifdef WB_X86
+    pick_isa();
+    if (g_isa >= ISA_AVX2) {
+        for (int n = n0; n < n1; n++)
+            dequant_row_avx2(j->qtype, j->w + (size_t)n * j->nb * j->bsz, j->nb, j->out + (size_t)n * j->K);
+        return;
+    }
+#endif
     for (int n = n0; n < n1; n++) {
         for (int b = 0; b < j->nb; b++) {
             const uint8_t *blk = j->w + ((size_t)n * j->nb + b) * j->bsz;
@@ -601,8 +798,16 @@ static void rmsnorm(const float *x, const float *w, int K, float eps, float *out
     for (int i = 0; i < K; i++) out[i] = w[i] * (x[i] * r);
 }
 
-static void rope_head(float *v, const float *c, const float *s, int hd) {
+static void rope_head(float *v, const float *c, const float *s, int hd, int interleaved) {
     const int half = hd / 2;
+    if (interleaved) { /* the same arithmetic per value as below, pairs stored adjacently */
+        for (int i = 0; i < half; i++) {
+            const float a = v[2 * i], b = v[2 * i + 1];
+            v[2 * i] = a * c[i] + (-b) * s[i];
+            v[2 * i + 1] = b * c[i + half] + a * s[i + half];
+        }
+        return;
+    }
     for (int i = 0; i < half; i++) {
         const float a = v[i], b = v[i + half];
         v[i] = a * c[i] + (-b) * s[i];
@@ -613,7 +818,10 @@ static void rope_head(float *v, const float *c, const float *s, int hd) {
 /* cfg layout (int32): */
 enum {
     C_LAYERS, C_HIDDEN, C_INTER, C_HEADS, C_KV_HEADS, C_HEAD_DIM, C_VOCAB,
-    C_EMB_QTYPE, C_HEAD_QTYPE, C_LAYER_QTYPE, C_COUNT
+    C_EMB_QTYPE, C_HEAD_QTYPE, C_LAYER_QTYPE,
+    C_ROPE_INTERLEAVED, /* 1: Q/K rows in GGUF order, rotary pairs (2i, 2i+1); 0: rotate-half (i, i+d/2) */
+    C_ACT_Q8,           /* 1: the fast inexact mode (8-bit activations, integer dot products) */
+    C_COUNT
 };
 /* ptrs layout: embed, head, out_norm, then per layer: attn_norm, ffn_norm, q, k, v, o, gate, up, down */
 #define P_GLOBAL 3
@@ -623,16 +831,18 @@ enum {
 int64_t wb_decode_scratch(const int32_t *cfg, int ncfg, int cap) {
     if (!cfg || ncfg != C_COUNT || cap <= 0) return WB_E_CONFIG;
     const int64_t h = cfg[C_HIDDEN], i = cfg[C_INTER], nh = cfg[C_HEADS], nkv = cfg[C_KV_HEADS], hd = cfg[C_HEAD_DIM];
-    const int64_t widest = h > i ? h : i;
-    return 2 * h + (nh + 2 * nkv) * hd + nh * hd + 2 * i + widest / 32 + nh * (int64_t)cap;
+    int64_t widest = h > i ? h : i;
+    if (nh * hd > widest) widest = nh * hd;
+    return 2 * h + (nh + 2 * nkv) * hd + nh * hd + 2 * i + widest / 32 + act_floats((int)widest) + nh * (int64_t)cap;
 }
 
 typedef struct {
     rows_fn lrows;
-    int H, I, NH, NKV, HD, cap, pos, rep;
+    int H, I, NH, NKV, HD, cap, pos, rep, interleaved;
     size_t sH, sI, sA;
     const uint8_t *wq, *wk, *wv, *wo, *wg, *wu, *wd;
-    float *x, *hb, *q, *k, *v, *att, *gate, *up, *xs, *probs, *kc, *vc;
+    float *x, *hb, *q, *k, *v, *att, *gate, *up, *xs, *probs, *kc, *vc, *xa;
+    const float *in_h, *in_a, *in_g; /* inputs of the projections: fp32 vectors, or packed 8-bit ones */
     const float *c, *s;
     float scale;
 } step_job;
@@ -648,14 +858,14 @@ static void qkv_chunk(void *p, int c) {
     else if (c < nq + nk) { c -= nq; w = j->wk; y = j->k; N = j->NKV * j->HD; }
     else { c -= nq + nk; w = j->wv; y = j->v; N = j->NKV * j->HD; }
     const int n0 = c * ROWS_PER_CHUNK, n1 = n0 + ROWS_PER_CHUNK < N ? n0 + ROWS_PER_CHUNK : N;
-    j->lrows(w, j->sH, j->H / 32, j->hb, j->xs, y, n0, n1, 0);
+    j->lrows(w, j->sH, j->H / 32, j->in_h, j->xs, y, n0, n1, 0);
 }
 
 static void attend_chunk(void *p, int h) {
     const step_job *j = (const step_job *)p;
     const int HD = j->HD, pos = j->pos;
     float *qh = j->q + (size_t)h * HD, *pr = j->probs + (size_t)h * j->cap, *o = j->att + (size_t)h * HD;
-    rope_head(qh, j->c, j->s, HD);
+    rope_head(qh, j->c, j->s, HD, j->interleaved);
     const int kvh = h / j->rep;
     const float *kj = j->kc + (size_t)kvh * j->cap * HD, *vj = j->vc + (size_t)kvh * j->cap * HD;
     float mx = -INFINITY;
@@ -681,14 +891,14 @@ static void attend_chunk(void *p, int h) {
 static void o_chunk(void *p, int c) {
     const step_job *j = (const step_job *)p;
     const int n0 = c * ROWS_PER_CHUNK, n1 = n0 + ROWS_PER_CHUNK < j->H ? n0 + ROWS_PER_CHUNK : j->H;
-    j->lrows(j->wo, j->sA, j->NH * j->HD / 32, j->att, j->xs, j->x, n0, n1, 1);
+    j->lrows(j->wo, j->sA, j->NH * j->HD / 32, j->in_a, j->xs, j->x, n0, n1, 1);
 }
 
 static void gate_up_chunk(void *p, int c) {
     const step_job *j = (const step_job *)p;
     const int n0 = c * ROWS_PER_CHUNK, n1 = n0 + ROWS_PER_CHUNK < j->I ? n0 + ROWS_PER_CHUNK : j->I;
-    j->lrows(j->wg, j->sH, j->H / 32, j->hb, j->xs, j->gate, n0, n1, 0);
-    j->lrows(j->wu, j->sH, j->H / 32, j->hb, j->xs, j->up, n0, n1, 0);
+    j->lrows(j->wg, j->sH, j->H / 32, j->in_h, j->xs, j->gate, n0, n1, 0);
+    j->lrows(j->wu, j->sH, j->H / 32, j->in_h, j->xs, j->up, n0, n1, 0);
     for (int i = n0; i < n1; i++) {
         const float g = j->gate[i];
         j->gate[i] = (g / (1.0f + expf(-g))) * j->up[i];
@@ -698,7 +908,7 @@ static void gate_up_chunk(void *p, int c) {
 static void down_chunk(void *p, int c) {
     const step_job *j = (const step_job *)p;
     const int n0 = c * ROWS_PER_CHUNK, n1 = n0 + ROWS_PER_CHUNK < j->H ? n0 + ROWS_PER_CHUNK : j->H;
-    j->lrows(j->wd, j->sI, j->I / 32, j->gate, j->xs, j->x, n0, n1, 1);
+    j->lrows(j->wd, j->sI, j->I / 32, j->in_g, j->xs, j->x, n0, n1, 1);
 }
 
 /** Whole decoder for one token at position `pos`: embedding row, every layer (K/V written into the
@@ -732,9 +942,14 @@ int wb_decode_step(const int64_t *ptrs, int nptrs, const int32_t *cfg, int ncfg,
     j.gate = j.att + (size_t)NH * HD;
     j.up = j.gate + I;
     j.xs = j.up + I;
-    j.probs = j.xs + (H > I ? H : I) / 32;
-    j.lrows = rows_for(lqt);
+    int widest = H > I ? H : I;
+    if (NH * HD > widest) widest = NH * HD;
+    j.xa = j.xs + widest / 32;
+    j.probs = j.xa + act_floats(widest);
+    const int q8a = cfg[C_ACT_Q8] != 0;
+    j.lrows = q8a ? rows_q8a_for(lqt) : rows_for(lqt);
     const int lb = block_bytes(lqt);
+    j.interleaved = cfg[C_ROPE_INTERLEAVED] != 0;
     j.H = H; j.I = I; j.NH = NH; j.NKV = NKV; j.HD = HD; j.cap = cap; j.pos = pos; j.rep = NH / NKV;
     j.sH = (size_t)(H / 32) * lb;
     j.sI = (size_t)(I / 32) * lb;
@@ -761,25 +976,36 @@ int wb_decode_step(const int64_t *ptrs, int nptrs, const int32_t *cfg, int ncfg,
         j.vc = j.kc + (size_t)NKV * cap * HD;
         rmsnorm(j.x, (const float *)lp[0], H, eps, j.hb);
         block_sums(j.hb, H, j.xs);
+        j.in_h = j.hb;
+        if (q8a) { quantize_act(j.hb, H, j.xa); j.in_h = j.xa; }
         pool_run(qkv_chunk, &j, n_qkv);
         for (int h = 0; h < NKV; h++) {
-            rope_head(j.k + (size_t)h * HD, j.c, j.s, HD);
+            rope_head(j.k + (size_t)h * HD, j.c, j.s, HD, j.interleaved);
             memcpy(j.kc + ((size_t)h * cap + pos) * HD, j.k + (size_t)h * HD, sizeof(float) * HD);
             memcpy(j.vc + ((size_t)h * cap + pos) * HD, j.v + (size_t)h * HD, sizeof(float) * HD);
         }
         pool_run(attend_chunk, &j, NH);
         block_sums(j.att, NH * HD, j.xs);
+        j.in_a = j.att;
+        if (q8a) { quantize_act(j.att, NH * HD, j.xa); j.in_a = j.xa; }
         pool_run(o_chunk, &j, chunks_of(H));
         rmsnorm(j.x, (const float *)lp[1], H, eps, j.hb);
         block_sums(j.hb, H, j.xs);
+        j.in_h = j.hb;
+        if (q8a) { quantize_act(j.hb, H, j.xa); j.in_h = j.xa; }
         pool_run(gate_up_chunk, &j, chunks_of(I));
         block_sums(j.gate, I, j.xs);
+        j.in_g = j.gate;
+        if (q8a) { quantize_act(j.gate, I, j.xa); j.in_g = j.xa; }
         pool_run(down_chunk, &j, chunks_of(H));
     }
     rmsnorm(j.x, (const float *)ptrs[2], H, eps, j.hb);
     block_sums(j.hb, H, j.xs);
     const int hb = block_bytes(hqt);
-    gemm_job hj = {rows_for(hqt), (const uint8_t *)ptrs[1], (size_t)(H / 32) * hb, H / 32, V, 1, H, j.hb, j.xs, logits, 0};
+    const float *head_in = j.hb;
+    if (q8a) { quantize_act(j.hb, H, j.xa); head_in = j.xa; }
+    gemm_job hj = {q8a ? rows_q8a_for(hqt) : rows_for(hqt), (const uint8_t *)ptrs[1], (size_t)(H / 32) * hb, H / 32,
+                   V, 1, H, head_in, j.xs, logits, 0};
     pool_run(gemm_chunk, &hj, chunks_of(V));
     pthread_mutex_unlock(&g_pool_owner);
     return WB_OK;
