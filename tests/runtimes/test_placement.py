@@ -232,6 +232,24 @@ async def test_stop_during_a_load_kills_the_worker_at_once() -> None:
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
+async def test_restart_during_a_load_starts_a_fresh_worker_at_once() -> None:
+    actor = create_actor("torch:smollm2", placement="process", threads=1)
+    loading = asyncio.Event()
+    actor.on("progress", lambda event: loading.set())
+    actor.start()
+    try:
+        await asyncio.wait_for(loading.wait(), timeout=120)
+        first = worker_pid(actor)  # type: ignore[arg-type]
+        started = time.perf_counter()
+        await actor.restart()
+        assert time.perf_counter() - started < 3.0  # did not wait for the load to finish
+        assert not psutil.pid_exists(first) or psutil.Process(first).status() == psutil.STATUS_ZOMBIE
+        await actor.wait_ready()
+        assert worker_pid(actor) != first and actor.restarts == 1  # type: ignore[arg-type]
+    finally:
+        await actor.stop()
+
+
 async def test_a_worker_exits_when_its_app_is_killed(tmp_path: Path) -> None:
     script = tmp_path / "app.py"
     script.write_text(

@@ -100,15 +100,17 @@ class InProcessModelRuntimeActor(ModelRuntimeActor):
         if placement is not None:
             await placement.stop()
 
-    async def stop(self, *, drain: bool = True) -> None:
-        """As `Actor.stop`; a worker still loading is killed at once (when its placement can be),
-        and then the queued messages are dropped: there is no model to run them on."""
+    async def _stop_now(self, *, drain: bool) -> None:
+        """The actor core's step shared by `stop()` and `restart()` (and so the app's quit): a worker
+        still loading is killed at once (when its placement can be), and the queued messages are
+        dropped, as there is no model to run them on. Hand-written over the core's private step
+        because neither public method may wait for a load that can be ended now."""
         placement = self.placement
         if self.state == ActorState.STARTING and placement is not None and placement.interruptible:
             self._aborting_load = True
             placement.kill()
             drain = False
-        await super().stop(drain=drain)
+        await super()._stop_now(drain=drain)  # type: ignore[misc]
 
     def memory_target(self) -> ProcessTarget | None:
         placement = self.placement
