@@ -208,6 +208,10 @@ class GGUFFile:
             shape = tuple(int(d) for d in reversed(dims))  # GGUF lists ne0 (cols) first
             self._tensors[name] = _TensorInfo(name, shape, type_id, start, nbytes)
         buf.release()
+        # the header's pages (vocabulary, merges) were read once into Python values: drop them
+        # from this process (a private clean map re-reads from the file if ever touched again)
+        if hasattr(mmap, "MADV_DONTNEED") and data_start >= mmap.PAGESIZE:
+            self._map.madvise(mmap.MADV_DONTNEED, 0, data_start // mmap.PAGESIZE * mmap.PAGESIZE)
 
     # -- metadata -------------------------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:

@@ -123,12 +123,13 @@ def _opt_int(v: object) -> int | None:
 class KVCache:
     """Keys/values for one sequence, ``[layers, 2, kv_heads, allocated, head_dim]`` float32.
 
-    ``capacity`` is how many positions the sequence may reach; storage starts small and doubles
-    as the conversation grows (:meth:`ensure`), so a short answer does not pay for the model's
-    whole context.
+    ``capacity`` is how many positions the sequence may reach; storage starts small and grows by
+    a quarter (at least ``STEP`` positions) as the conversation grows (:meth:`ensure`), so a short
+    answer does not pay for the model's whole context and at most a quarter is ever unused.
     """
 
     INITIAL = 128
+    STEP = 128
 
     def __init__(self, config: LlamaConfig, capacity: int, dtype: torch.dtype = torch.float32) -> None:
         self.capacity = capacity
@@ -150,7 +151,7 @@ class KVCache:
         have = self.allocated
         if positions <= have:
             return
-        grown = self._alloc(min(self.capacity, max(positions, 2 * have)), self.data.dtype)
+        grown = self._alloc(min(self.capacity, max(positions, have + max(self.STEP, have // 4))), self.data.dtype)
         grown[:, :, :, :have] = self.data
         self.data = grown
 
@@ -199,6 +200,7 @@ class LlamaModel:
         self._cos = torch.empty(0)
         self._sin = torch.empty(0)
         self._native = _NativeDecoder.build(self)
+        self._kernels = self._native.k if self._native is not None else None
 
     def describe_weights(self) -> str:
         """How the weights are stored and multiplied, e.g. ``q4: Q4_1+Q8_0 blocks, fp32 math, C kernels
@@ -317,6 +319,8 @@ class LlamaModel:
             self._ensure_rope(start + 1)
             return self._native.step(int(ids[0]), start, cache, self._cos, self._sin)
         x = self._run_layers(ids, start, cache)
+        if self._kernels is not None and ids.shape[0] > 1:
+            self._kernels.release_free_memory()  # the dequantized matrices of the prefill
         if not all_logits:
             x = x[-1:]
         x = _rms_norm(x, self.norm, self.config.rms_eps)

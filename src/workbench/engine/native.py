@@ -53,7 +53,7 @@ __all__ = [
 BLOCK_BYTES = {"Q4_1": 20, "Q4_0": 18, "Q8_0": 34}
 #: GGML type ids, as the C code names quantization types.
 GGML_TYPE_IDS = {"Q4_0": 2, "Q4_1": 3, "Q8_0": 8}
-ABI_VERSION = 5
+ABI_VERSION = 6
 ISA_NAMES = {0: "scalar", 1: "avx2", 2: "avx512"}
 _FLAGS = ["-O3", "-pthread", "-fPIC", "-ffp-contract=off"]
 
@@ -134,6 +134,12 @@ class NativeKernels:
         self._step = lib.wb_decode_step
         self._step.argtypes = [vp, i, vp, i, f, i, i, vp, i64, i, vp, vp, i64, vp, i64, vp, i64, i]
         self._step.restype = i
+        self._lib.wb_release_free_memory.restype = None
+
+    def release_free_memory(self) -> None:
+        """Give the C heap's free pages back to the system (glibc ``malloc_trim``): a prefill's
+        dequantized scratch matrices would otherwise stay in the process's RSS."""
+        self._lib.wb_release_free_memory()
 
     def describe(self) -> str:
         return f"C kernels ({self.isa}, {self.origin})"

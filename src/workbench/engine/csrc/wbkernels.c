@@ -18,6 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <sched.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -545,7 +548,14 @@ int wb_isa(void) {
 }
 
 /** The library's interface version; native.py refuses a stale build. */
-int wb_abi_version(void) { return 5; }
+int wb_abi_version(void) { return 6; }
+
+/** Return free heap memory to the system where the C library can (glibc). */
+void wb_release_free_memory(void) {
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+}
 
 static void block_sums(const float *x, int K, float *xs) {
     for (int b = 0; b < K / 32; b++) {
