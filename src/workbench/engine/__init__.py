@@ -15,6 +15,9 @@ Weights modes (``LlamaEngine.load(weights=...)``):
 * ``"fp32"``: everything dequantized to float32; the exact reference, ~4x the memory traffic.
 * ``"bf16"``, ``"int4pack"``, ``"int8"``: torch's own bf16 dense / 4-bit / 8-bit CPU kernels;
   they compute in bfloat16 and drift from the fp32 reference after some tokens.
+* ``"q4q8"``: ``"q4"`` whose decode steps quantize activations to 8 bits for integer dot products
+  (llama.cpp's method): ~1.7x less CPU per token, NOT exact (greedy output drifts from fp32 after
+  some tokens); opt-in only, and its ``weights_note`` says INEXACT.
 """
 
 from __future__ import annotations
