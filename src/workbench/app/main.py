@@ -21,6 +21,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
+from workbench.actors.actor import Reply
 from workbench.actors.limit import ConcurrencyLimit, global_limit
 from workbench.actors.supervisor import Supervisor
 from workbench.app.discovery import DEFAULT_SPECS, ollama_specs, openai_specs
@@ -31,9 +32,9 @@ from workbench.app.themes import load_themes
 from workbench.app.widgets.chat_pane import ChatPane
 from workbench.app.widgets.concurrency_slider import ConcurrencySlider
 from workbench.app.widgets.graphs import GraphsPanel
-from workbench.app.widgets.prompt_box import PromptBox
+from workbench.app.widgets.prompt_box import PromptBox, attachment_text
 from workbench.metrics.sampler import ResourceSampler
-from workbench.runtimes.base import TextReply
+from workbench.runtimes.base import ReadReceipt, TextReply
 from workbench.runtimes.types import ChatMessage
 from workbench.sessions.recorder import SessionRecorder
 from workbench.sessions.schema import PaneRecord
@@ -48,6 +49,8 @@ class WorkbenchApp(App[int]):
     TITLE = "workbench"
     BINDINGS = [
         Binding("ctrl+t,alt+enter", "send_all", "Send to all", id="prompt.send_all", priority=True),
+        Binding("ctrl+r", "read_context(False)", "As context", id="prompt.read", priority=True),
+        Binding("alt+r", "read_context(True)", "Context to all", id="prompt.read_all", show=False, priority=True),
         Binding("escape", "cancel", "Cancel", id="pane.cancel"),
         Binding("alt+right", "select_pane(1)", "Next pane", id="pane.next", key_display="alt+→"),
         Binding("alt+left", "select_pane(-1)", "Prev pane", id="pane.prev", show=False),
@@ -148,6 +151,7 @@ class WorkbenchApp(App[int]):
     def _bind(self, pane: ChatPane) -> None:
         """Start the pane's actor and wire it to the supervisor, sampler and session journal."""
         pane.on_sent = self._record_prompt
+        pane.on_read = self._record_read
         actor = pane.actor
         if actor is None:
             return
@@ -189,6 +193,10 @@ class WorkbenchApp(App[int]):
         if self.recorder is not None and not self.recorder.closed:
             self.recorder.record_prompt(pane.slot.id, message, correlation_id=reply.correlation_id)
 
+    def _record_read(self, pane: ChatPane, message: ChatMessage, reply: Reply[ReadReceipt]) -> None:
+        if self.recorder is not None and not self.recorder.closed:
+            self.recorder.record_prompt(pane.slot.id, message, correlation_id=reply.correlation_id, operation="read")
+
     def _mark_selected(self) -> None:
         selected = self.selected_pane
         for pane in self.panes:
@@ -211,11 +219,24 @@ class WorkbenchApp(App[int]):
     @on(PromptBox.Send)
     def _send(self, event: PromptBox.Send) -> None:
         targets = self.panes if event.to_all else [p for p in [self.selected_pane] if p is not None]
+        if event.as_context:
+            try:
+                text = attachment_text(event.text)
+            except (ValueError, OSError) as error:
+                self.notify(f"not read as context: {error}", severity="error")
+                return
+            for pane in targets:
+                pane.read(text)
+            return
         for pane in targets:
             pane.send(event.text)
 
     def action_send_all(self) -> None:
         self.query_one(PromptBox).take(to_all=True)
+
+    def action_read_context(self, to_all: bool) -> None:
+        """The prompt box's text (or the file `@PATH`) as context for the selected pane or all panes."""
+        self.query_one(PromptBox).take(to_all=to_all, as_context=True)
 
     def action_cancel(self) -> None:
         pane = self.selected_pane
@@ -320,6 +341,8 @@ class WorkbenchApp(App[int]):
         yield from super().get_system_commands(screen)
         yield SystemCommand("Add pane", "Open a pane on another runtime or model", self.action_add_pane)
         yield SystemCommand("Actors", "Status of every actor: stop, restart, cancel", self.action_show_actors)
+        yield SystemCommand("Read as context (all panes)", "Give the prompt box's text, or @FILE, to every pane "
+                            "as context, without asking", lambda: self.action_read_context(True))
         yield SystemCommand("Save session", "Save this session under a name", self.action_save_session)
         yield SystemCommand("Browse sessions", "Play back or re-run a saved session", self.action_browse_sessions)
         yield SystemCommand("Toggle graphs", "Show or hide the memory and latency graphs", self.action_toggle_graphs)

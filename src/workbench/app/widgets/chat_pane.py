@@ -1,6 +1,7 @@
 """A chat pane: one actor, its conversation, and the replies streaming into it.
 
-The pane keeps the conversation (the chat history) and sends all of it with each prompt. Each
+The pane keeps the conversation (the chat history) and sends all of it with each prompt; text given
+"as context" is read by the actor (`read`), which keeps it ahead of every later prompt. Each
 prompt streams in its own worker on the app's loop; the model itself runs in the actor, off the UI
 thread. The pane never fails with its actor: an error is shown under the reply that hit it, and the
 next prompt goes out as usual.
@@ -16,15 +17,18 @@ from textual.message import Message
 from textual.widgets import Static
 
 from workbench.actors import events
-from workbench.actors.actor import ActorState
+from workbench.actors.actor import ActorState, Reply
 from workbench.actors.events import ActorEvent
 from workbench.app.slots import ActorSlot
 from workbench.app.widgets import css_beside
 from workbench.app.widgets.reply_view import ReplyView, describe_metrics
 from workbench.errors import MessageCancelled
 from workbench.metrics.request import RequestMetrics
-from workbench.runtimes.base import TextReply
+from workbench.runtimes.base import ReadReceipt, TextReply
 from workbench.runtimes.types import ChatMessage, Chunk, Completion
+
+
+CONTEXT_SHOWN_CHARS = 600  # a long document is shown by its start; all of it is read
 
 
 class ChatPane(Vertical, can_focus=True):
@@ -63,6 +67,8 @@ class ChatPane(Vertical, can_focus=True):
         # Called synchronously as each prompt goes out, before any of its chunks can arrive (the
         # session recorder needs the correlation id first).
         self.on_sent: Callable[[ChatPane, ChatMessage, TextReply], None] | None = None
+        # The same for text read as context (operation `read`).
+        self.on_read: Callable[[ChatPane, ChatMessage, Reply[ReadReceipt]], None] | None = None
 
     @property
     def actor(self):  # noqa: ANN201 - ModelRuntimeActor | None
@@ -150,6 +156,37 @@ class ChatPane(Vertical, can_focus=True):
         self.run_worker(self._stream(reply, user, view), group=f"stream-{self.id}", exit_on_error=False)
         self.refresh_header()
         return reply
+
+    def read(self, text: str) -> Reply[ReadReceipt] | None:
+        """Give the actor `text` as context, without asking for a reply (seed 002's *read*): it shows
+        in the conversation, and the actor keeps it ahead of every later prompt."""
+        shown = text if len(text) <= CONTEXT_SHOWN_CHARS else text[:CONTEXT_SHOWN_CHARS] + "…"
+        view = self.add_reply_view(f"[context, {len(text)} characters]\n{shown}")
+        view.add_class("context")
+        actor = self.actor
+        if actor is None:
+            view.finish(f"not read: {self.slot.error}", outcome="error")
+            return None
+        message = ChatMessage(role="user", content=text)
+        try:
+            reply = actor.read(message)
+        except Exception as error:  # noqa: BLE001 - a stopped actor, empty text: shown, pane stays usable
+            view.finish(f"not read: {error}", outcome="error")
+            return None
+        if self.on_read is not None:
+            self.on_read(self, message, reply)
+        self.run_worker(self._read(reply, view), group=f"read-{self.id}", exit_on_error=False)
+        return reply
+
+    async def _read(self, reply: Reply[ReadReceipt], view: ReplyView) -> None:
+        try:
+            receipt = await reply
+        except Exception as error:  # noqa: BLE001 - shown under the context it concerns
+            view.finish(f"not read: {error}", outcome="cancelled" if isinstance(error, MessageCancelled) else "error")
+            return
+        held = f"{receipt.context_messages} message{'s' if receipt.context_messages != 1 else ''}"
+        view.finish(f"read as context · the actor now holds {held} ({receipt.context_chars} characters) "
+                    "ahead of every prompt")
 
     async def _stream(self, reply: TextReply, user: ChatMessage, view: ReplyView) -> None:
         chunks: list[Chunk] = []

@@ -1,6 +1,9 @@
-"""The one prompt box: Enter sends to the selected pane; the app's send-to-all binding sends to every pane."""
+"""The one prompt box: Enter sends to the selected pane; the app's send-to-all binding sends to every
+pane; its read-as-context bindings give the text (or a file, written `@PATH`) as context instead."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from textual.message import Message
 from textual.widgets import Input
@@ -12,24 +15,47 @@ class PromptBox(Input):
     DEFAULT_CSS = css_beside(__file__)
 
     class Send(Message):
-        """The user asked to send `text` to the selected pane, or to every pane (`to_all`)."""
+        """The user asked to send `text` to the selected pane, or to every pane (`to_all`); with
+        `as_context`, to be read as context rather than answered."""
 
-        def __init__(self, text: str, to_all: bool) -> None:
+        def __init__(self, text: str, to_all: bool, as_context: bool = False) -> None:
             super().__init__()
             self.text = text
             self.to_all = to_all
+            self.as_context = as_context
 
     def __init__(self, *, id: str | None = "prompt") -> None:
-        super().__init__(placeholder="Ask something… (Enter: this pane · ctrl+t: all panes)", id=id)
+        super().__init__(placeholder="Ask something… (Enter: this pane · ctrl+t: all panes · "
+                                     "ctrl+r / alt+r: as context, @FILE attaches a file)", id=id)
 
-    def take(self, to_all: bool) -> bool:
+    def take(self, to_all: bool, as_context: bool = False) -> bool:
         """Post the box's text as a Send and clear it; False when there is nothing to send."""
         text = self.value.strip()
         if not text:
             return False
         self.value = ""
-        self.post_message(self.Send(text, to_all))
+        self.post_message(self.Send(text, to_all, as_context))
         return True
 
     async def action_submit(self) -> None:
         self.take(to_all=False)
+
+
+MAX_ATTACHMENT_BYTES = 1024 * 1024
+
+
+def attachment_text(text: str) -> str:
+    """Context text as typed, or for `@PATH` the text of that file (UTF-8, at most 1 MiB); ValueError
+    names the problem (no such file, too large, not text)."""
+    if not text.startswith("@") or len(text) < 2:
+        return text
+    path = Path(text[1:]).expanduser()
+    if not path.is_file():
+        raise ValueError(f"no file {str(path)!r} to attach")
+    size = path.stat().st_size
+    if size > MAX_ATTACHMENT_BYTES:
+        raise ValueError(f"{path} is {size} bytes; attach at most {MAX_ATTACHMENT_BYTES} bytes")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text") from None

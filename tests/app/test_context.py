@@ -1,0 +1,53 @@
+"""Text given "as context" (read, seed 002) to one pane or all: shown in the conversation, read by the
+actor ahead of later prompts, journaled as a read turn; `@FILE` attaches a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.app.conftest import wait_until
+from tests.sessions.helpers import ContextActor
+from workbench.app.main import WorkbenchApp
+from workbench.app.widgets.reply_view import ReplyView
+from workbench.sessions.schema import PromptEvent
+
+
+def views(app: WorkbenchApp, index: int) -> list[ReplyView]:
+    return list(app.panes[index].query(ReplyView).results(ReplyView))
+
+
+def finished(app: WorkbenchApp) -> bool:
+    return all(view.finished for pane in app.panes for view in pane.query(ReplyView).results(ReplyView))
+
+
+async def test_context_to_one_pane_or_all_comes_ahead_of_the_next_prompt(tmp_path: Path) -> None:
+    app = WorkbenchApp(["context:a", "context:b"], tmp_path / "sessions", sample_interval_s=None,
+                       discover_ollama=False, actor_factory=lambda spec: ContextActor(spec.split(":")[1], name=spec))
+    document = tmp_path / "notes.txt"
+    document.write_text("Fredville is the capital of Freedonia.", encoding="utf-8")
+    async with app.run_test(size=(160, 45)) as pilot:
+        await pilot.press(*"Answer tersely", "ctrl+r")
+        await wait_until(pilot, lambda: views(app, 0) and finished(app))
+        (context_view,) = views(app, 0)
+        assert context_view.has_class("context") and context_view.outcome == "done"
+        assert "read as context" in context_view.figures and views(app, 1) == []
+
+        app.query_one("#prompt").value = f"@{document}"
+        await pilot.press("alt+r")
+        await wait_until(pilot, lambda: len(views(app, 1)) == 1 and len(views(app, 0)) == 2 and finished(app))
+        assert "Fredville" in views(app, 1)[0].prompt
+
+        await pilot.press(*"Capital?", "enter")
+        await wait_until(pilot, lambda: len(views(app, 0)) == 3 and finished(app))
+        assert views(app, 0)[2].text == ("a saw user=Answer tersely / user=Fredville is the capital of Freedonia. "
+                                         "/ user=Capital?")
+        assert [m.text for m in app.panes[0].history] == ["Capital?", views(app, 0)[2].text]
+
+        app.query_one("#prompt").value = f"@{tmp_path / 'missing.txt'}"
+        await pilot.press("ctrl+r")
+        await pilot.pause(0.05)
+        assert len(views(app, 0)) == 3  # nothing read: the problem is notified
+
+        prompts = [e for e in app.recorder.session().events if isinstance(e, PromptEvent)]
+        assert [(e.pane, e.operation) for e in prompts] == [
+            (app.panes[0].id, "read"), (app.panes[0].id, "read"), (app.panes[1].id, "read"), (app.panes[0].id, "chat")]
