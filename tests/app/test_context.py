@@ -3,11 +3,14 @@ actor ahead of later prompts, journaled as a read turn; `@FILE` attaches a file.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from tests.app.conftest import wait_until
 from tests.sessions.helpers import ContextActor
 from workbench.app.main import WorkbenchApp
+from workbench.app.screens.playback import PlaybackScreen
+from workbench.app.widgets.chat_pane import ChatPane
 from workbench.app.widgets.reply_view import ReplyView
 from workbench.sessions.schema import PromptEvent
 
@@ -48,6 +51,14 @@ async def test_context_to_one_pane_or_all_comes_ahead_of_the_next_prompt(tmp_pat
         await pilot.pause(0.05)
         assert len(views(app, 0)) == 3  # nothing read: the problem is notified
 
-        prompts = [e for e in app.recorder.session().events if isinstance(e, PromptEvent)]
+        session = app.recorder.session()
+        prompts = [e for e in session.events if isinstance(e, PromptEvent)]
         assert [(e.pane, e.operation) for e in prompts] == [
             (app.panes[0].id, "read"), (app.panes[0].id, "read"), (app.panes[1].id, "read"), (app.panes[0].id, "chat")]
+
+        playback = PlaybackScreen(session, speed=math.inf)
+        await app.push_screen(playback)
+        await wait_until(pilot, lambda: playback.finished)
+        played = list(playback.query(ChatPane).results(ChatPane))[0].query(ReplyView).results(ReplyView)
+        assert [(v.has_class("context"), v.figures == "read as context") for v in played] == [
+            (True, True), (True, True), (False, False)]

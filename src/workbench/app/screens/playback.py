@@ -100,8 +100,11 @@ class PlaybackScreen(Screen[None]):
                 await self.query_one("#playback-panes", Horizontal).mount(self._pane(event.record))
             return
         if isinstance(event, PromptEvent):
-            self.views[event.correlation_id or f"{event.pane}-{event.t}"] = self.pane(event.pane).add_reply_view(
-                event.message.text)
+            text = event.message.text
+            is_read = event.operation == "read"
+            view = self.pane(event.pane).add_reply_view(f"[context, {len(text)} characters]\n{text}" if is_read else text)
+            view.set_class(is_read, "context")
+            self.views[event.correlation_id or f"{event.pane}-{event.t}"] = view
             return
         view = self.views.get(event.correlation_id or "") if hasattr(event, "correlation_id") else None
         pane = self.pane(event.pane) if hasattr(event, "pane") else None
@@ -112,7 +115,7 @@ class PlaybackScreen(Screen[None]):
         elif isinstance(event, ChunkEvent):
             view.feed(event.text, event.thinking)
         elif isinstance(event, DoneEvent):
-            view.finish(describe_metrics(event.metrics))
+            view.finish("read as context" if view.has_class("context") else describe_metrics(event.metrics))
             if event.metrics is not None and pane is not None:
                 pane.last_metrics = event.metrics
                 pane.refresh_header()
