@@ -184,12 +184,18 @@ async def test_kill_9_mid_stream_fails_the_request_then_the_supervisor_restarts_
     actor, other = pair.torch, pair.transformers
     old_pid = worker_pid(actor)
     restarts = actor.restarts
+    placement = actor.placement
+    assert placement is not None
     reply = actor.generate(LONG, options=GREEDY | {"max_tokens": 300})
     with pytest.raises(WorkerDied, match=r"worker process for torch:smollm2 died: signal 9"):
         async for _ in reply:
             if psutil.Process(old_pid).status() != psutil.STATUS_ZOMBIE:
                 os.kill(old_pid, signal.SIGKILL)
     assert actor.state in (ActorState.FAILED, ActorState.STOPPING, ActorState.CREATED, ActorState.STARTING)
+    with pytest.raises(WorkerDied, match="died: signal 9"):  # the dead worker's placement says so...
+        await placement.stats()
+    gone = await placement.memory()  # ...and keeps the baseline it had, with no current figures
+    assert gone is not None and gone.rss_bytes is None and gone.baseline_rss_bytes
     assert not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == psutil.STATUS_ZOMBIE
     # The other pane keeps answering while the supervisor reloads this one in a new worker.
     assert (await other.chat(QUESTION, options=GREEDY | {"max_tokens": 3})).metrics.output_tokens == 3

@@ -25,7 +25,14 @@ from workbench.actors.actor import ActorState, Message
 from workbench.actors.events import ActorEvent
 from workbench.metrics.sampler import ProcessTarget
 from workbench.runtimes.base import ModelRuntimeActor
-from workbench.runtimes.placement import LIBRARY_PLACEMENT, ModelWorker, Placement, WorkerSpec, create_placement
+from workbench.runtimes.placement import (
+    LIBRARY_PLACEMENT,
+    ModelWorker,
+    Placement,
+    WorkerDied,
+    WorkerSpec,
+    create_placement,
+)
 from workbench.runtimes.placement.base import ProgressCallback
 from workbench.runtimes.placement.thread import ThreadPlacement
 from workbench.runtimes.types import Chunk, Embeddings
@@ -120,7 +127,10 @@ class InProcessModelRuntimeActor(ModelRuntimeActor):
         placement = self.placement
         if placement is None:
             return {"placement": {"kind": self.placement_name, "pid": None, "node": None}}
-        fields = await placement.stats()
+        try:
+            fields = await placement.stats()
+        except WorkerDied as error:  # stats answer at once, even for a dead worker: say so
+            fields = {"details": {"worker": str(error)}}
         return fields | {"placement": placement.describe(), "memory": await placement.memory()}
 
     # ----- handing requests to the worker ------------------------------------------------------------------
