@@ -130,8 +130,19 @@ async def test_chat_and_stream_through_a_ray_actor(placed: Placed) -> None:
     assert len(chunks) > 2 and chunks[-1].done and chunks[-1].metrics is not None
     assert "Paris" in "".join(chunk.text for chunk in chunks)
     assert chunks[-1].metrics.output_tokens == sum(chunk.tokens or 0 for chunk in chunks[:-1])
+    figures = actor.placement.figures  # type: ignore[union-attr]  # came with the stream's last batch
+    assert figures.pid == where["pid"] and figures.cpu_percent > 0 and figures.rss_bytes > figures.baseline_rss_bytes
     completion = await actor.generate("Say hello.", options=GREEDY | {"max_tokens": 8})
     assert completion.text and completion.metrics.output_tokens <= 8
+
+
+async def test_a_workers_own_error_fails_only_its_request_and_embed_works(placed: Placed) -> None:
+    actor = placed.actor
+    with pytest.raises(ValueError, match=r"the prompt is \d+ tokens; the model's context is"):
+        await actor.generate("word " * 9000, options=GREEDY | {"max_tokens": 4})
+    assert actor.state == ActorState.IDLE and actor.restarts == 0
+    vectors = (await actor.embed(["Paris is in France.", "A dragon bakes bread."])).vectors
+    assert len(vectors) == 2 and len(vectors[0]) == 576  # SmolLM2-135M's hidden size
 
 
 async def test_greedy_output_through_ray_equals_a_thread(placed: Placed, local_ray: ray_placement.RayConnection) -> None:

@@ -45,6 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from workbench.errors import RuntimeUnavailable, WorkbenchError
@@ -271,6 +272,7 @@ class HostFigures(BaseModel):
     uss_bytes: int | None = None
     baseline_rss_bytes: int | None = None
     baseline_uss_bytes: int | None = None
+    cpu_percent: float | None = None  # of one core, since the previous reading
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +312,8 @@ class RayWorkerHost:
         self.baseline = None
         self._cancels: dict[str, threading.Event] = {}
         self._cancels_lock = threading.Lock()
+        self._process = psutil.Process()
+        self._process.cpu_percent(None)  # the first reading only starts the clock
 
     def ping(self) -> str:
         return node_name()
@@ -417,6 +421,7 @@ class RayWorkerHost:
             rss_bytes=now.rss_bytes, uss_bytes=now.uss_bytes,
             baseline_rss_bytes=baseline.rss_bytes if baseline else None,
             baseline_uss_bytes=baseline.uss_bytes if baseline else None,
+            cpu_percent=self._process.cpu_percent(None),
         )
 
     def unload(self) -> None:
@@ -614,6 +619,7 @@ class RayPlacement(Placement):
             "pid": figures.pid if figures else None,
             "node": figures.node if figures else None,
             "node_ip": figures.node_ip if figures else None,
+            "cpu_percent": figures.cpu_percent if figures else None,
             "address": connection.address if connection else (self.settings.address or default_address()),
             "resources": self.requirements(),
             "ray_connect_s": connection.connect_s if connection else None,
@@ -637,6 +643,9 @@ class RayPlacement(Placement):
         if isinstance(error, exceptions.RayTaskError):
             cause = getattr(error, "cause", None)
             return cause if isinstance(cause, BaseException) else WorkbenchError(str(error))
+        if isinstance(error, exceptions.RayError):  # objects lost with their node, the GCS gone: no host left
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            return WorkerDied(f"ray actor for {self.spec.name} lost: {type(error).__name__}: {first}")
         return error
 
 
