@@ -6,9 +6,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from textual.widgets import Static
+
 from tests.app.conftest import wait_until
 from tests.sessions.helpers import ContextActor
 from workbench.app.main import WorkbenchApp
+from workbench.app.screens.actors import ActorsScreen
 from workbench.app.screens.playback import PlaybackScreen
 from workbench.app.widgets.chat_pane import ChatPane
 from workbench.app.widgets.reply_view import ReplyView
@@ -62,3 +65,21 @@ async def test_context_to_one_pane_or_all_comes_ahead_of_the_next_prompt(tmp_pat
         played = list(playback.query(ChatPane).results(ChatPane))[0].query(ReplyView).results(ReplyView)
         assert [(v.has_class("context"), v.figures == "read as context") for v in played] == [
             (True, True), (True, True), (False, False)]
+
+
+async def test_the_actors_screen_shows_the_selected_actors_recent_streams(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=(160, 50)) as pilot:
+        await pilot.press(*"alpha beta", "enter")
+        await pilot.press(*"please FAIL now", "enter")
+        await wait_until(pilot, lambda: len(views(app, 0)) == 2 and finished(app))
+        await pilot.press("f2")
+        assert isinstance(app.screen, ActorsScreen)
+        streams = app.screen.query_one("#streams-text", Static)
+        await wait_until(pilot, lambda: "last 2 message(s)" in str(streams.content))
+        text = str(streams.content)
+        assert "> user: alpha beta\nalpha beta" in text
+        assert " chat " in text and " done · queued " in text
+        assert "error: ValueError: scripted failure" in text
+        await pilot.press("down")  # the second pane: nothing asked there yet
+        await wait_until(pilot, lambda: str(streams.content) == "scripted:b: no messages yet")

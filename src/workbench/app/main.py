@@ -34,6 +34,7 @@ from workbench.app.widgets.concurrency_slider import ConcurrencySlider
 from workbench.app.widgets.graphs import GraphsPanel
 from workbench.app.widgets.prompt_box import PromptBox, attachment_text
 from workbench.metrics.sampler import ResourceSampler
+from workbench.metrics.streamlog import StreamLog
 from workbench.runtimes.base import ReadReceipt, TextReply
 from workbench.runtimes.types import ChatMessage
 from workbench.sessions.recorder import SessionRecorder
@@ -95,6 +96,7 @@ class WorkbenchApp(App[int]):
         self.graph_interval_s = graph_interval_s
         self.sampler = ResourceSampler(interval_s=sample_interval_s or 1.0)
         self.supervisor = Supervisor()
+        self.stream_log = StreamLog()  # every actor's recent messages and streams, for the actors screen
         self.recorder: SessionRecorder | None = None
         self.selected_pane_id: str | None = self.slots[0].id if self.slots else None
         self._started_at = time.monotonic()
@@ -116,6 +118,7 @@ class WorkbenchApp(App[int]):
 
     def on_mount(self) -> None:
         self._register_themes()
+        self.stream_log.install()
         self.recorder = SessionRecorder(self.sessions_dir, "", [self.pane_record(slot) for slot in self.slots])
         for pane in self.panes:
             self._bind(pane)
@@ -390,6 +393,7 @@ class WorkbenchApp(App[int]):
         if self._closed:
             return
         self._closed = True
+        self.stream_log.close()
         for pane in self.panes:
             pane.cancel()
         if self.recorder is not None:

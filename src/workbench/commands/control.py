@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from datetime import datetime
 from typing import Any
 
 import httpx
 
 from workbench.errors import WorkbenchError
+from workbench.metrics.streamlog import MessageRecord, format_record
 
 DEFAULT_URL = "http://127.0.0.1:11434"
 MIB = 1024 * 1024
@@ -114,7 +114,7 @@ def run_logs(args: argparse.Namespace) -> int:
         return 0
     if not records:
         print(f"{args.actor}: no messages yet")
-    print("\n\n".join(format_record(record) for record in records))
+    print("\n\n".join(format_record(MessageRecord.model_validate(record)) for record in records))
     return 0
 
 
@@ -129,28 +129,4 @@ def format_ps(answer: dict[str, Any]) -> str:
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.append(f"concurrency: {answer['running']} running, {answer['waiting']} waiting, limit {answer['limit']}")
-    return "\n".join(lines)
-
-
-def format_record(record: dict[str, Any]) -> str:
-    sent = datetime.fromtimestamp(record["sent_at"]).strftime("%H:%M:%S")
-    head = f"[{sent}] {record['operation']} {record['correlation_id']} {record['status']}"
-    metrics = record.get("metrics") or {}
-    figures = [f"{name} {metrics[key]:.3f}s" for name, key in (("queued", "queued_s"), ("ttft", "ttft_s"),
-                                                                 ("e2e", "e2e_s")) if metrics.get(key) is not None]
-    if metrics.get("output_tokens") is not None:
-        figures.append(f"{metrics['output_tokens']} tokens out")
-    if figures:
-        head += " · " + ", ".join(figures)
-    lines = [head]
-    if record.get("input"):
-        lines += [f"> {line}" for line in record["input"].splitlines()]
-    if record.get("thinking"):
-        lines.append(f"(thinking) {record['thinking']}")
-    if record.get("text"):
-        lines.append(record["text"])
-    if record.get("truncated"):
-        lines.append("[… the stream went on; only its start is kept]")
-    if record.get("error"):
-        lines.append(f"error: {record.get('error_type') or ''}: {record['error']}")
     return "\n".join(lines)

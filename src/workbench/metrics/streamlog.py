@@ -12,6 +12,7 @@ actors screen (F2) shows it. Memory stays bounded: per_actor × (input + 2 × ma
 from __future__ import annotations
 
 from collections import OrderedDict
+from datetime import datetime
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -175,4 +176,35 @@ class StreamLog:
             room = self.max_chars - len(record.text)
             record.truncated = record.truncated or room < len(chunk)
             record.text += chunk[:max(room, 0)]
+
+
+def format_record(record: MessageRecord) -> str:
+    """One message as text: a head line (time, operation, correlation id, status, figures), its input
+    (`> ` lines), thinking, the streamed text and how it ended. `workbench logs` and the actors screen
+    both print it."""
+    sent = datetime.fromtimestamp(record.sent_at).strftime("%H:%M:%S")
+    head = f"[{sent}] {record.operation} {record.correlation_id} {record.status}"
+    figures = []
+    metrics = record.metrics
+    queued = metrics.queued_s if metrics is not None else record.queued_s
+    if queued is not None:
+        figures.append(f"queued {queued:.3f}s")
+    if metrics is not None:
+        if metrics.ttft_s is not None:
+            figures.append(f"ttft {metrics.ttft_s:.3f}s")
+        figures.append(f"e2e {metrics.e2e_s:.3f}s")
+        if metrics.output_tokens is not None:
+            figures.append(f"{metrics.output_tokens} tokens out")
+    if figures:
+        head += " · " + ", ".join(figures)
+    lines = [head, *(f"> {line}" for line in record.input.splitlines())]
+    if record.thinking:
+        lines.append(f"(thinking) {record.thinking}")
+    if record.text:
+        lines.append(record.text)
+    if record.truncated:
+        lines.append("[… the stream went on; only its start is kept]")
+    if record.error:
+        lines.append(f"error: {record.error_type or 'Error'}: {record.error}")
+    return "\n".join(lines)
 

@@ -1,4 +1,6 @@
-"""The actor status view: all actors at a glance, with stop, restart and cancel on the selected row."""
+"""The actor status view: all actors at a glance, with stop, restart and cancel on the selected row,
+and below it the selected actor's recent messages: their input and the full text they streamed
+(kept by the app's `StreamLog`, bounded)."""
 
 from __future__ import annotations
 
@@ -6,12 +8,15 @@ from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
 from workbench.app.widgets.actor_status import ActorStatusTable
 from workbench.app.widgets.chat_pane import ChatPane
+from workbench.metrics.streamlog import format_record
+
+RECENT_SHOWN = 5
 
 if TYPE_CHECKING:
     from workbench.app.main import WorkbenchApp
@@ -20,8 +25,10 @@ if TYPE_CHECKING:
 class ActorsScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     ActorsScreen { align: center middle; }
-    ActorsScreen > Vertical { width: 90%; height: auto; max-height: 80%; border: round $primary;
+    ActorsScreen > Vertical { width: 90%; height: auto; max-height: 90%; border: round $primary;
                               background: $surface; padding: 0 1; }
+    ActorsScreen #streams { height: auto; max-height: 20; border-top: solid $primary-muted; }
+    ActorsScreen #streams-text { color: $text; }
     """
     BINDINGS = [
         Binding("s", "stop", "Stop", id="actor.stop"),
@@ -38,14 +45,41 @@ class ActorsScreen(ModalScreen[None]):
         with Vertical():
             yield Static("Actors — s: stop · r: restart · c: cancel requests · esc: close", classes="title")
             yield ActorStatusTable()
+            with VerticalScroll(id="streams"):
+                yield Static("", id="streams-text", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
+        self._shown: tuple[object, ...] = ()
         self.refresh_table()
         self.set_interval(0.5, self.refresh_table)
 
     def refresh_table(self) -> None:
         self.query_one(ActorStatusTable).show(self.workbench.panes, self.workbench.graph_data)
+        self.refresh_streams()
+
+    def refresh_streams(self) -> None:
+        """The selected actor's last messages; redrawn only when one of them changed."""
+        pane = self.selected()
+        actor = pane.actor if pane is not None else None
+        if actor is None:
+            records = []
+        else:
+            records = self.workbench.stream_log.messages(actor.name, RECENT_SHOWN)
+        shown = tuple((r.correlation_id, r.status, len(r.text), len(r.thinking)) for r in records)
+        if (actor, shown) == self._shown:
+            return
+        self._shown = (actor, shown)
+        if actor is None:
+            text = ""
+        elif not records:
+            text = f"{actor.name}: no messages yet"
+        else:
+            text = f"{actor.name}: last {len(records)} message(s)\n\n" + "\n\n".join(map(format_record, records))
+        self.query_one("#streams-text", Static).update(text)
+
+    def on_data_table_row_highlighted(self) -> None:
+        self.refresh_streams()
 
     def selected(self) -> ChatPane | None:
         key = self.query_one(ActorStatusTable).selected_key
