@@ -174,3 +174,29 @@ def test_an_unknown_mode_is_refused_by_name() -> None:
 
     with pytest.raises(WorkbenchError, match="--otel 'jaeger': choose one of console, otlp"):
         otel.enable_from("jaeger", {})
+
+
+async def test_a_client_and_workbench_serve_share_one_trace(telemetry) -> None:
+    """The REST actor's span and the served actor's span (workbench serve, on loopback) are one trace:
+    the server continues the caller's traceparent."""
+    from tests.support.scripted import ScriptedActor
+    from workbench.server.app import APIServer
+
+    spans, _ = telemetry
+    served = ScriptedActor("echo")
+    served.start()
+    await served.wait_ready()
+    server = APIServer([served], port=0)
+    await server.start()
+    client = OllamaRESTRuntimeActor("echo", host=server.url)
+    try:
+        assert (await client.chat("one trace please")).text == "one trace please"
+    finally:
+        await client.stop()
+        await server.close()
+        await served.stop()
+    by_runtime = {span.attributes["workbench.runtime"]: span for span in spans.get_finished_spans()}
+    outer, inner = by_runtime["ollama-rest"], by_runtime["scripted"]
+    assert inner.context.trace_id == outer.context.trace_id
+    assert inner.parent.span_id == outer.context.span_id
+    assert inner.parent.is_remote

@@ -13,7 +13,8 @@ the usual `OTEL_EXPORTER_OTLP_*` variables (endpoint, headers, protocol) and `OT
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
 from workbench.errors import WorkbenchError
@@ -96,3 +97,16 @@ def trace_headers() -> dict[str, str] | None:
     if _active is None:
         return None
     return _active.trace_headers()
+
+
+@contextmanager
+def remote_parent(headers: Mapping[str, str]) -> Iterator[None]:
+    """While a server handles a request: the messages it sends to actors become children of the
+    caller's span named by the request's `traceparent` (one trace across client and server). Does
+    nothing while telemetry is off or the request carries no trace context."""
+    if _active is None or "traceparent" not in headers:
+        yield
+        return
+    with _active.remote_parent(headers):
+        yield
+

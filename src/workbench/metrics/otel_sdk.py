@@ -27,7 +27,8 @@ import asyncio
 import logging
 import os
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -184,6 +185,14 @@ class Telemetry:
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         return carrier or None
+
+    @contextmanager
+    def remote_parent(self, headers: Mapping[str, str]) -> Iterator[None]:
+        token = otel_context.attach(propagate.extract(dict(headers)))
+        try:
+            yield
+        finally:
+            otel_context.detach(token)
 
     # ----- events -------------------------------------------------------------------------------------------
     def on_event(self, event: ActorEvent) -> None:

@@ -11,9 +11,10 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
+from workbench.metrics import otel
 from workbench.runtimes.base import ModelRuntimeActor
 from workbench.server.control_api import ControlAPI
-from workbench.server.http import HTTPServer, ServerLimits
+from workbench.server.http import HTTPServer, Request, Responder, ServerLimits
 from workbench.server.ollama_api import OllamaAPI
 from workbench.server.openai_api import OpenAIAPI, openai_error
 from workbench.server.routes import Router
@@ -34,7 +35,11 @@ class APIServer:
         self.control = ControlAPI(self.actors, aliases)  # /workbench/... for ps, stop, restart, logs
         self.router.include(self.control.routes())
         self.router.error_shape("/v1/", openai_error)
-        self.http = HTTPServer(self.router, host, port, limits=limits, error_body=self.router.error_body)
+        self.http = HTTPServer(self._handle, host, port, limits=limits, error_body=self.router.error_body)
+
+    async def _handle(self, request: Request, responder: Responder) -> None:
+        with otel.remote_parent(request.headers):  # a caller's traceparent: our spans join its trace
+            await self.router(request, responder)
 
     @property
     def url(self) -> str:
