@@ -204,6 +204,22 @@ async def test_kill_9_mid_stream_fails_the_request_then_the_supervisor_restarts_
     assert "Paris" in (await actor.chat(QUESTION, options=GREEDY | {"max_tokens": 12})).text
 
 
+async def test_a_worker_killed_while_idle_turns_its_actor_failed_and_is_restarted(pair: Pair) -> None:
+    actor = pair.torch
+    old_pid, restarts = worker_pid(actor), actor.restarts
+    failed = asyncio.Event()
+    unsubscribe = actor.on("state", lambda event: failed.set() if event.data == ActorState.FAILED else None)
+    try:
+        os.kill(old_pid, signal.SIGKILL)
+        await asyncio.wait_for(failed.wait(), timeout=10)  # nobody had to ask it anything
+    finally:
+        unsubscribe()
+    assert "died: signal 9" in str(actor.last_error)
+    await wait_for(lambda: actor.restarts > restarts and actor.state == ActorState.IDLE)
+    assert worker_pid(actor) != old_pid
+    assert (await actor.chat(QUESTION, options=GREEDY | {"max_tokens": 2})).metrics.output_tokens == 2
+
+
 async def test_a_hung_worker_is_killed_after_its_deadline(pair: Pair) -> None:
     actor = pair.torch  # the quicker of the two to reload
     placement = actor.placement

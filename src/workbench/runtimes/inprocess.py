@@ -101,6 +101,16 @@ class InProcessModelRuntimeActor(ModelRuntimeActor):
             self.placement = None
             placement.kill()
             raise
+        placement.on_death = self._worker_died
+
+    def _worker_died(self, error: WorkerDied) -> None:
+        """The worker died with nothing running (a request running gets the error itself): a message
+        that raises it turns the actor FAILED now, so the supervisor restarts it before anyone asks."""
+        if self.state == ActorState.IDLE and self.queued == 0:
+            self.send("worker_died", error, limited=False)
+
+    def handle_worker_died(self, message: Message) -> None:
+        raise message.payload
 
     async def on_stop(self) -> None:
         placement, self.placement = self.placement, None

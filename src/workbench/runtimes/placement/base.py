@@ -135,6 +135,9 @@ class Placement(abc.ABC):
     def __init__(self, spec: WorkerSpec, **options: Any) -> None:
         self.spec = spec
         self.options = options
+        # Called on the event loop when the worker dies on its own (not by stop/kill), even with no
+        # request running; the actor uses it to turn FAILED at once, so it is restarted.
+        self.on_death: Callable[[WorkerDied], None] | None = None
 
     @abc.abstractmethod
     async def start(self, progress: ProgressCallback) -> None:

@@ -298,13 +298,16 @@ class ProcessPlacement(Placement):
             replies.put_nowait(message)
 
     def _die(self, problem: str) -> None:
-        if self._death is None:
+        first = self._death is None
+        if first:
             if self._killed_on_purpose:
                 problem = "was stopped"
             self._death = WorkerDied(f"worker process for {self.spec.name} {problem}")
         for replies in self._queues.values():
             replies.put_nowait(_DEATH)
         self._close_conn()
+        if first and not self._killed_on_purpose and self.on_death is not None:
+            self.on_death(self._death)  # type: ignore[arg-type]
 
 
 def _describe_exit(code: int | None) -> str:
