@@ -306,3 +306,23 @@ def test_the_add_pane_picker_offers_ray_placed_models_when_ray_is_installed() ->
     offered, _ = suggestions(reports, ["smollm2"], ray=True)
     assert offered == ["torch:smollm2", "torch:smollm2@ray", "ollama-rest:MODEL"]
     assert suggestions(reports, ["smollm2"])[0] == ["torch:smollm2", "ollama-rest:MODEL"]
+
+
+# ----- the app --------------------------------------------------------------------------------------
+async def test_the_app_graphs_the_ray_actors_own_memory(placed: Placed, tmp_path: Path) -> None:
+    from workbench.app.main import WorkbenchApp
+
+    actor = placed.actor
+    app = WorkbenchApp([actor.spec], tmp_path / "sessions", actor_factory=lambda _spec: actor, discover_ollama=False,
+                       sample_interval_s=None, own_actors=False, settings_path=tmp_path / "settings.json")
+    async with app.run_test(size=(160, 50)) as pilot:
+        await pilot.pause()
+        app.sample_resources()
+        await pilot.pause()
+        series = app.graph_data.memory
+        assert len(series) == 1, series.keys()
+        (points,) = series.values()
+        host_mib = psutil.Process(host_pid(actor)).memory_info().rss / 2**20
+        assert abs(points[-1][1] - host_mib) < 0.2 * host_mib  # the Ray actor's process, not the app's
+        app_mib = psutil.Process().memory_info().rss / 2**20
+        assert abs(points[-1][1] - app_mib) > 0.2 * host_mib

@@ -159,7 +159,7 @@ def connect(address: str | None = None) -> RayConnection:
             _connection = RayConnection(address=LOCAL, started_local=True, connect_s=time.perf_counter() - started)
         else:
             try:
-                ray.init(address=wanted, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+                ray.init(address=wanted, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
             except Exception as error:  # Ray raises ConnectionError, RuntimeError, ValueError...
                 raise RuntimeUnavailable(f"cannot connect to Ray at {wanted!r}: {error}") from None
             _connection = RayConnection(address=wanted, started_local=False, connect_s=time.perf_counter() - started)
@@ -187,7 +187,7 @@ def _init_local(ray: Any) -> None:
             _node_ip_address=LOOPBACK,
             include_dashboard=False,
             log_to_driver=False,
-            logging_level="WARNING",
+            logging_level="ERROR",
             num_cpus=os.cpu_count() or 1,
             # Ray nices its workers (15) below the driver; a model there must compete on equal terms
             # with `process`-placed ones, or a busy machine starves it and comparisons lie.
