@@ -200,3 +200,28 @@ async def test_a_client_and_workbench_serve_share_one_trace(telemetry) -> None:
     assert inner.context.trace_id == outer.context.trace_id
     assert inner.parent.span_id == outer.context.span_id
     assert inner.parent.is_remote
+
+
+async def test_a_real_model_streamed_and_cancelled(telemetry, smollm2_transformers) -> None:
+    """The session's real SmolLM2 (transformers): a streamed answer and one cancelled mid-stream."""
+    spans, reader = telemetry
+    actor = smollm2_transformers
+    otel.active().watch(actor)  # made before telemetry was on
+    completion = await actor.chat("What is the capital of France?", options={"max_tokens": 6})
+    reply = actor.chat("Count from one to one hundred.", options={"max_tokens": 64})
+    stream = reply.__aiter__()
+    while not (await stream.__anext__()).text:
+        pass
+    reply.cancel()  # after the first token
+    with pytest.raises(MessageCancelled):
+        async for _ in stream:
+            pass
+    done, cancelled = [s for s in spans.get_finished_spans() if s.attributes["workbench.actor"] == actor.name][-2:]
+    assert done.attributes["workbench.outcome"] == "ok" and cancelled.attributes["workbench.outcome"] == "cancelled"
+    assert done.attributes["gen_ai.usage.output_tokens"] == completion.metrics.output_tokens
+    assert done.attributes["gen_ai.usage.input_tokens"] == completion.metrics.input_tokens > 5
+    assert done.attributes["workbench.ttft_s"] == pytest.approx(completion.metrics.ttft_s)
+    assert done.attributes["workbench.placement"] == actor.placement_label
+    assert [event.name for event in cancelled.events] == ["started", "first_token"]
+    e2e = [p for p in metric_points(reader)["workbench.actor.e2e"] if p.attributes["workbench.actor"] == actor.name]
+    assert e2e[0].count == 1  # the cancelled one has no end-to-end figure
