@@ -62,6 +62,8 @@ class ChatPane(Vertical, can_focus=True):
         self.replies: list[TextReply] = []
         self.last_metrics: RequestMetrics | None = None
         self.last_error = ""
+        self.runtime_note = ""  # what the runtime says really runs, e.g. "q4" or "fp32, q4 unavailable"
+        self._note_asked = False  # once per load
         self._turns = 0
         self._unsubscribe: list[Callable[[], None]] = []
         # Called synchronously as each prompt goes out, before any of its chunks can arrive (the
@@ -86,6 +88,26 @@ class ChatPane(Vertical, can_focus=True):
         if actor is not None:
             for kind in (events.STATE, events.PROGRESS, events.STARTED, events.ERROR):
                 self._unsubscribe.append(actor.on(kind, self._on_actor_event))
+            if actor.state == ActorState.IDLE:
+                self._ask_runtime_note()
+
+    def _ask_runtime_note(self) -> None:
+        self._note_asked = True
+        self.run_worker(self._fetch_runtime_note(), group=f"note-{self.id}", exit_on_error=False)
+
+    async def _fetch_runtime_note(self) -> None:
+        """The runtime's own word on what runs once it is loaded (its `stats().dtype`, and the mode it
+        was asked for when that could not run), so a fallback is visible in the header."""
+        actor = self.actor
+        if actor is None:
+            return
+        try:
+            stats = await actor.stats()
+        except Exception:  # noqa: BLE001 - an actor going away: no note, the header stays as it is
+            return
+        running, asked = stats.dtype or "", stats.details.get("weights_requested")
+        self.runtime_note = f"{running}, {asked} unavailable" if running and asked and asked != running else running
+        self.refresh_header()
 
     def on_unmount(self) -> None:
         for unsubscribe in self._unsubscribe:
@@ -114,7 +136,8 @@ class ChatPane(Vertical, can_focus=True):
     def header_text(self) -> str:
         slot = self.slot
         figures = describe_metrics(self.last_metrics) if self.last_metrics else "no requests yet"
-        return f"{slot.runtime} · {slot.model}  │ {self.state_text()}\n{figures}"
+        note = f" · {self.runtime_note}" if self.runtime_note else ""
+        return f"{slot.runtime} · {slot.model}{note}  │ {self.state_text()}\n{figures}"
 
     def refresh_header(self) -> None:
         if self.is_mounted:
@@ -125,6 +148,12 @@ class ChatPane(Vertical, can_focus=True):
             self.set_class(failed, "failed")
 
     def _on_actor_event(self, event: ActorEvent) -> None:
+        actor = self.actor
+        if event.kind == events.STATE and actor is not None:
+            if actor.state == ActorState.STARTING:  # a restart may load differently
+                self.runtime_note, self._note_asked = "", False
+            elif actor.state == ActorState.IDLE and not self._note_asked:
+                self._ask_runtime_note()
         self.refresh_header()
 
     # ----- conversation -------------------------------------------------------------------------------
