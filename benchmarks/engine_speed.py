@@ -42,8 +42,9 @@ def _child(contender: str, threads: int, new_tokens: int, prefill: int) -> dict[
     path = default_smollm2_path()
     rand = torch.randint(100, 40000, (prefill,), generator=torch.Generator().manual_seed(0))
     info: dict[str, Any] = {}
-    if contender == "torch":
-        engine = LlamaEngine.load(path, threads=threads)
+    if contender.startswith("torch"):
+        weights = contender.partition(":")[2] or "q4"
+        engine = LlamaEngine.load(path, threads=threads, weights=weights)  # type: ignore[arg-type]
         info["weights"] = engine.weights_note
         ids = engine.chat_input_ids([{"role": "user", "content": PROMPT}])
         model = engine.model
@@ -72,7 +73,7 @@ def _child(contender: str, threads: int, new_tokens: int, prefill: int) -> dict[
         def prefill_s() -> float:
             with torch.inference_mode():
                 t0 = time.perf_counter()
-                model_hf(rand[None, :], use_cache=True)
+                model_hf(rand[None, :], use_cache=True, logits_to_keep=1)  # as generate() does
                 return time.perf_counter() - t0
 
         def gen(k: int) -> float:
@@ -135,6 +136,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--llama-bench", metavar="PATH", help="llama.cpp's llama-bench binary, run on the same GGUF")
     ap.add_argument("--no-transformers", action="store_true")
+    ap.add_argument("--modes", default="q4", help="torch engine weights modes to run, comma list (q4q8: the labelled inexact fast mode)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -145,7 +147,7 @@ def main() -> None:
     from workbench.engine import default_smollm2_path
 
     model = default_smollm2_path()
-    contenders = ["torch"] + ([] if args.no_transformers else ["transformers"]) + (["llama.cpp"] if args.llama_bench else [])
+    contenders = [f"torch:{m}" for m in args.modes.split(",") if m] + ([] if args.no_transformers else ["transformers"]) + (["llama.cpp"] if args.llama_bench else [])
     threads = [int(t) for t in args.threads.split(",")]
     print(f"model {model.name} ({model.stat().st_size / 2**20:.0f} MiB)  prefill {args.prefill}  new tokens {args.new_tokens}"
           f"  rounds {args.rounds}  cores {os.cpu_count()}  load average at start {os.getloadavg()[0]:.2f}", flush=True)
