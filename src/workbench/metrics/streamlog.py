@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from datetime import datetime
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -78,6 +79,47 @@ def _clip(text: str, limit: int = INPUT_MAX_CHARS) -> str:
     return text if len(text) <= limit else "…" + text[-(limit - 1):]
 
 
+@dataclass(slots=True)
+class _Live:
+    """A message while it is kept: plain fields and lists of pieces, cheap to update per chunk (a
+    pydantic model per chunk cost several times more); `record()` gives the MessageRecord."""
+
+    actor: str
+    correlation_id: str
+    operation: str
+    sent_at: float
+    status: MessageStatus = "queued"
+    started_at: float | None = None
+    ended_at: float | None = None
+    queued_s: float | None = None
+    input: str = ""
+    text: list[str] = field(default_factory=list)
+    thinking: list[str] = field(default_factory=list)
+    room: list[int] = field(default_factory=lambda: [0, 0])  # characters left for text, thinking
+    truncated: bool = False
+    chunks: int = 0
+    error: str | None = None
+    error_type: str | None = None
+    metrics: RequestMetrics | None = None
+
+    def keep(self, which: int, piece: str) -> None:
+        room = self.room[which]
+        if len(piece) > room:
+            self.truncated = True
+            piece = piece[:room]
+        if piece:
+            (self.text if which == 0 else self.thinking).append(piece)
+            self.room[which] = room - len(piece)
+
+    def record(self) -> MessageRecord:
+        return MessageRecord(
+            actor=self.actor, correlation_id=self.correlation_id, operation=self.operation, status=self.status,
+            sent_at=self.sent_at, started_at=self.started_at, ended_at=self.ended_at, queued_s=self.queued_s,
+            input=self.input, text="".join(self.text), thinking="".join(self.thinking), truncated=self.truncated,
+            chunks=self.chunks, error=self.error, error_type=self.error_type, metrics=self.metrics,
+        )
+
+
 class StreamLog:
     """The recent messages of every actor in the process. `install()` starts listening; `close()`
     stops. Reading (`actors`, `messages`, `find`) never blocks the actors."""
@@ -87,7 +129,7 @@ class StreamLog:
             raise ValueError("a stream log keeps at least one message of at least one character")
         self.per_actor = per_actor
         self.max_chars = max_chars
-        self._by_actor: dict[str, OrderedDict[str, MessageRecord]] = {}
+        self._by_actor: dict[str, OrderedDict[str, _Live]] = {}
         self._remove: Callable[[], None] | None = None
 
     def install(self) -> StreamLog:
@@ -106,13 +148,13 @@ class StreamLog:
 
     def messages(self, actor: str, limit: int | None = None) -> list[MessageRecord]:
         """The actor's messages, oldest first (the last `limit` of them)."""
-        records = list(self._by_actor.get(actor, {}).values())
-        return records[-limit:] if limit else records
+        kept = list(self._by_actor.get(actor, {}).values())
+        return [live.record() for live in (kept[-limit:] if limit else kept)]
 
     def find(self, correlation_id: str) -> MessageRecord | None:
-        for records in self._by_actor.values():
-            if correlation_id in records:
-                return records[correlation_id]
+        for kept in self._by_actor.values():
+            if correlation_id in kept:
+                return kept[correlation_id].record()
         return None
 
     def forget(self, actor: str) -> None:
@@ -122,60 +164,50 @@ class StreamLog:
     def on_event(self, event: ActorEvent) -> None:
         if event.correlation_id is None:
             return
-        records = self._by_actor.setdefault(event.actor, OrderedDict())
-        record = records.get(event.correlation_id)
-        if record is None:
-            if event.kind not in (events.QUEUED, events.STARTED):
-                return  # a message from before we listened
-            record = MessageRecord(actor=event.actor, correlation_id=event.correlation_id,
-                                   operation=event.operation or "", sent_at=event.at)
-            records[event.correlation_id] = record
-            while len(records) > self.per_actor:
-                records.popitem(last=False)
+        kept = self._by_actor.setdefault(event.actor, OrderedDict())
+        live = kept.get(event.correlation_id)
         kind = event.kind
-        if kind == events.QUEUED:
-            record.input = describe_input(event.data)
+        if live is None:
+            if kind not in (events.QUEUED, events.STARTED):
+                return  # a message from before we listened, or one already dropped
+            live = _Live(event.actor, event.correlation_id, event.operation or "", event.at,
+                         room=[self.max_chars, self.max_chars])
+            kept[event.correlation_id] = live
+            while len(kept) > self.per_actor:
+                kept.popitem(last=False)
+        if kind == events.CHUNK:
+            chunk = event.data
+            live.chunks += 1
+            if isinstance(chunk, str):  # actors that stream plain strings
+                live.keep(0, chunk)
+                return
+            text, thinking = getattr(chunk, "text", None), getattr(chunk, "thinking", None)
+            if text:
+                live.keep(0, text)
+            if thinking:
+                live.keep(1, thinking)
+            metrics = getattr(chunk, "metrics", None)
+            if isinstance(metrics, RequestMetrics):
+                live.metrics = metrics
+        elif kind == events.QUEUED:
+            live.input = describe_input(event.data)
         elif kind == events.STARTED:
-            record.status = "running"
-            record.started_at = event.at
+            live.status = "running"
+            live.started_at = event.at
             if isinstance(event.data, int | float):
-                record.queued_s = float(event.data)
-                record.sent_at = event.at - float(event.data)
-        elif kind == events.CHUNK:
-            self._append(record, event.data)
+                live.queued_s = float(event.data)
+                live.sent_at = event.at - float(event.data)
         elif kind == events.DONE:
-            record.status = "done"
-            record.ended_at = event.at
+            live.status, live.ended_at = "done", event.at
             metrics = getattr(event.data, "metrics", None)
             if isinstance(metrics, RequestMetrics):
-                record.metrics = metrics
+                live.metrics = metrics
         elif kind == events.ERROR:
-            record.status, record.ended_at = "error", event.at
-            record.error = str(event.data)
-            record.error_type = type(event.data).__name__
+            live.status, live.ended_at = "error", event.at
+            live.error = str(event.data)
+            live.error_type = type(event.data).__name__
         elif kind == events.CANCELLED:
-            record.status, record.ended_at = "cancelled", event.at
-
-    def _append(self, record: MessageRecord, chunk: Any) -> None:
-        record.chunks += 1
-        for name in ("text", "thinking"):
-            piece = getattr(chunk, name, None)
-            if not isinstance(piece, str) or not piece:
-                continue
-            kept = getattr(record, name)
-            room = self.max_chars - len(kept)
-            if room < len(piece):
-                record.truncated = True
-                piece = piece[:max(room, 0)]
-            if piece:
-                setattr(record, name, kept + piece)
-        metrics = getattr(chunk, "metrics", None)
-        if isinstance(metrics, RequestMetrics):
-            record.metrics = metrics
-        if isinstance(chunk, str):  # actors that stream plain strings
-            room = self.max_chars - len(record.text)
-            record.truncated = record.truncated or room < len(chunk)
-            record.text += chunk[:max(room, 0)]
+            live.status, live.ended_at = "cancelled", event.at
 
 
 def format_record(record: MessageRecord) -> str:
