@@ -225,3 +225,50 @@ async def test_a_real_model_streamed_and_cancelled(telemetry, smollm2_transforme
     assert [event.name for event in cancelled.events] == ["started", "first_token"]
     e2e = [p for p in metric_points(reader)["workbench.actor.e2e"] if p.attributes["workbench.actor"] == actor.name]
     assert e2e[0].count == 1  # the cancelled one has no end-to-end figure
+
+
+async def test_otlp_mode_exports_spans_and_metrics_over_http(monkeypatch) -> None:
+    """`--otel otlp` with the standard endpoint variable: spans and metrics arrive as OTLP/HTTP
+    protobuf at a loopback collector (a threaded server: the exporters post from their own threads)."""
+    import http.server
+    import threading
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from tests.support.scripted import ScriptedActor
+
+    received: list[tuple[str, str, bytes]] = []
+
+    class Collector(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            body = self.rfile.read(int(self.headers["content-length"]))
+            received.append((self.path, self.headers["content-type"], body))
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    thread = threading.Thread(target=collector.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{collector.server_port}")
+    try:
+        assert otel.enable_from(None) is not None  # switched on by the variable alone
+        actor = ScriptedActor("echo")
+        try:
+            await actor.chat("exported")
+        finally:
+            await actor.stop()
+        await asyncio.to_thread(otel.disable)  # flushes both exporters
+    finally:
+        otel.disable()
+        collector.shutdown()
+    paths = {path for path, _, _ in received}
+    assert paths == {"/v1/traces", "/v1/metrics"}
+    assert all(kind == "application/x-protobuf" for _, kind, _ in received)
+    traces = ExportTraceServiceRequest()
+    traces.ParseFromString(next(body for path, _, body in received if path == "/v1/traces"))
+    names = [span.name for resource in traces.resource_spans for scope in resource.scope_spans for span in scope.spans]
+    assert names == ["chat echo"]
