@@ -80,7 +80,8 @@ class RayOptions(BaseModel):
     resources: dict[str, float] = Field(default_factory=dict)  # Ray custom resources
     coalesce_ms: float = Field(default=25.0, ge=0)
     placement_timeout_s: float = Field(default=30.0, gt=0)  # a busy cluster: how long to wait for room
-    stop_timeout_s: float = Field(default=10.0, gt=0)
+    stop_timeout_s: float = Field(default=10.0, gt=0)  # unload, and a cancelled stream's end
+    hang_timeout_s: float = Field(default=300.0, gt=0)  # a stream with nothing new for this long: killed
 
 
 def import_ray() -> Any:
@@ -458,6 +459,7 @@ class RayPlacement(Placement):
         self.figures: HostFigures | None = None
         self.connection: RayConnection | None = None
         self.start_s: float | None = None  # create → ready (scheduling, worker process, model load)
+        self._death: WorkerDied | None = None  # set when this placement killed a hung host
 
     # ----- resources ------------------------------------------------------------------------------------
     def requirements(self) -> dict[str, float]:
@@ -552,10 +554,13 @@ class RayPlacement(Placement):
         try:
             while True:
                 try:
-                    ref = await refs.__anext__()
+                    ref = await asyncio.wait_for(refs.__anext__(), self.settings.hang_timeout_s)
                 except StopAsyncIteration:
                     ended = True
                     break
+                except TimeoutError:
+                    ended = True
+                    raise self._die(f"hung: nothing for {self.settings.hang_timeout_s:g} s while answering; killed") from None
                 batch: StreamBatch = await ref
                 if batch.figures is not None:
                     self.figures = batch.figures
@@ -568,7 +573,11 @@ class RayPlacement(Placement):
             watcher.cancel()
             if not ended:  # cancelled or abandoned: stop the remote stream, then wait for its end
                 handle.cancel.remote(stream_id)
-                await wait_uninterrupted(asyncio.ensure_future(_drain(refs)))
+                drained = asyncio.ensure_future(asyncio.wait_for(_drain(refs), self.settings.stop_timeout_s))
+                try:
+                    await wait_uninterrupted(drained)
+                except TimeoutError:  # it did not stop: end it, so the next message cannot overlap it
+                    self._die(f"hung: still answering {self.settings.stop_timeout_s:g} s after a cancel; killed")
 
     async def _cancel_when_set(self, cancel: threading.Event, handle: Any, stream_id: str) -> None:
         """The message's cancel flag is set from any thread: pass it on to the host."""
@@ -627,7 +636,15 @@ class RayPlacement(Placement):
         }
 
     # ----- helpers -------------------------------------------------------------------------------------
+    def _die(self, what: str) -> WorkerDied:
+        """Kill the host; every later call raises the returned error (the actor turns FAILED)."""
+        self._death = WorkerDied(f"ray actor for {self.spec.name} {what}")
+        self.kill()
+        return self._death
+
     def _require(self) -> Any:
+        if self._death is not None:
+            raise self._death
         if self.handle is None:
             raise RuntimeError(f"ray worker for {self.spec.name} is not started")
         return self.handle
