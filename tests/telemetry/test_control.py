@@ -123,3 +123,45 @@ def test_stream_log_keeps_the_last_messages_and_bounds_their_text() -> None:
     assert kept[1].status == "done" and kept[0].status == "running" and kept[0].queued_s == 0.25
     log.on_event(ActorEvent("chunk", "a", "m0", "chat", Chunk(text="late")))  # forgotten: ignored
     assert log.find("m0") is None
+
+
+async def test_a_journal_keeps_the_streams_across_a_restart_of_serve(tmp_path, capsys) -> None:
+    journal = tmp_path / "streams.jsonl"
+    for run in (1, 2):
+        actor = ScriptedActor("echo")
+        server = APIServer([actor], port=0, journal=journal)
+        await server.start()
+        try:
+            answer = await chat(server, "echo", f"run {run} says hello with key sk-abcdefghij0123456789xyz")
+            assert answer.status_code == 200
+            code, out, _ = await cli(capsys, "logs", "echo", "--url", server.url, "--json")
+        finally:
+            await server.close()
+            await actor.stop()
+        records = json.loads(out)
+        assert [record["input"].split(" says")[0] for record in records] == [f"user: run {n}" for n in range(1, run + 1)]
+    lines = journal.read_text().splitlines()
+    assert json.loads(lines[0]) == {"format": "workbench.stream-journal", "version": 1}
+    assert len(lines) == 3 and "sk-abcdefghij0123456789xyz" not in journal.read_text()  # redacted
+
+
+def test_a_stream_journal_rotates_skips_a_cut_line_and_refuses_other_files(tmp_path) -> None:
+    from workbench.errors import SessionFileError
+    from workbench.metrics.streamlog import MessageRecord
+    from workbench.server.stream_journal import StreamJournal, load_stream_journal, rotated
+
+    path = tmp_path / "streams.jsonl"
+    journal = StreamJournal(path, rotate_bytes=600)
+    for number in range(6):
+        journal.append(MessageRecord(actor="a", correlation_id=f"m{number}", operation="chat", status="done",
+                                     sent_at=1.0, text="x" * 100))
+    journal.close()
+    assert rotated(path).exists()
+    with path.open("a") as stream:
+        stream.write('{"actor": "a", "correlation_id": "cut')  # a crash mid-line
+    records, skipped = load_stream_journal(path, rotate_bytes=600)
+    # ~300 bytes a record: the file rotated twice, so m0 and m1 went with the first rotated file
+    assert [r.correlation_id for r in records] == ["m2", "m3", "m4", "m5"] and skipped == 1
+    path.write_text('{"format": "workbench.session", "version": 3}\n')
+    with pytest.raises(SessionFileError, match="not a workbench stream journal"):
+        load_stream_journal(path)

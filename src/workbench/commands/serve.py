@@ -29,6 +29,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--parameter", action="append", default=[], metavar="KEY=VALUE",
                         help="a default option for every request, as a Modelfile PARAMETER (e.g. num_predict=128); "
                              "requests override it")
+    parser.add_argument("--journal", metavar="FILE",
+                        help="keep every message's input and streamed text in this append-only file, so "
+                             "`workbench logs` still shows them after a restart (bounded: rotates at 16 MiB)")
     parser.set_defaults(handler=run)
 
 
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C: actors unload, the port is freed
     try:
         asyncio.run(serve(specs, args.host, args.port, ready=ready, parameters=parse_parameters(args.parameter),
-                          threads=args.threads))
+                          threads=args.threads, journal=args.journal))
     except KeyboardInterrupt:
         print("workbench serve: stopped", flush=True)
     except OSError as error:

@@ -27,6 +27,7 @@ MessageStatus = Literal["queued", "running", "done", "error", "cancelled"]
 DEFAULT_PER_ACTOR = 50
 DEFAULT_MAX_CHARS = 64 * 1024
 INPUT_MAX_CHARS = 4096
+_ENDS = (events.DONE, events.ERROR, events.CANCELLED)
 
 
 class MessageRecord(BaseModel):
@@ -124,11 +125,14 @@ class StreamLog:
     """The recent messages of every actor in the process. `install()` starts listening; `close()`
     stops. Reading (`actors`, `messages`, `find`) never blocks the actors."""
 
-    def __init__(self, per_actor: int = DEFAULT_PER_ACTOR, max_chars: int = DEFAULT_MAX_CHARS) -> None:
+    def __init__(self, per_actor: int = DEFAULT_PER_ACTOR, max_chars: int = DEFAULT_MAX_CHARS,
+                 *, on_end: Callable[[MessageRecord], None] | None = None) -> None:
+        """`on_end(record)` is called as each message ends (a journal writes it down)."""
         if per_actor < 1 or max_chars < 1:
             raise ValueError("a stream log keeps at least one message of at least one character")
         self.per_actor = per_actor
         self.max_chars = max_chars
+        self.on_end = on_end
         self._by_actor: dict[str, OrderedDict[str, _Live]] = {}
         self._remove: Callable[[], None] | None = None
 
@@ -159,6 +163,18 @@ class StreamLog:
 
     def forget(self, actor: str) -> None:
         self._by_actor.pop(actor, None)
+
+    def preload(self, records: list[MessageRecord]) -> None:
+        """Keep `records` (oldest first; from a journal of an earlier run) as if they had just ended."""
+        for record in records:
+            live = _Live(record.actor, record.correlation_id, record.operation, record.sent_at, record.status,
+                         record.started_at, record.ended_at, record.queued_s, record.input, [record.text],
+                         [record.thinking], [0, 0], record.truncated, record.chunks, record.error,
+                         record.error_type, record.metrics)
+            kept = self._by_actor.setdefault(record.actor, OrderedDict())
+            kept[record.correlation_id] = live
+            while len(kept) > self.per_actor:
+                kept.popitem(last=False)
 
     # ----- listening --------------------------------------------------------------------------------------
     def on_event(self, event: ActorEvent) -> None:
@@ -208,6 +224,8 @@ class StreamLog:
             live.error_type = type(event.data).__name__
         elif kind == events.CANCELLED:
             live.status, live.ended_at = "cancelled", event.at
+        if self.on_end is not None and kind in _ENDS:
+            self.on_end(live.record())
 
 
 def format_record(record: MessageRecord) -> str:

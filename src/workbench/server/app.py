@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from workbench.metrics import otel
@@ -24,7 +25,8 @@ class APIServer:
     """An HTTP server speaking Ollama's and OpenAI's APIs over `actors` (started by the caller)."""
 
     def __init__(self, actors: Sequence[ModelRuntimeActor], host: str = "127.0.0.1", port: int = 11434,
-                 parameters: dict[str, Any] | None = None, limits: ServerLimits | None = None) -> None:
+                 parameters: dict[str, Any] | None = None, limits: ServerLimits | None = None,
+                 journal: Path | str | None = None) -> None:
         self.actors = list(actors)
         self.api = OllamaAPI(self.actors, parameters)
         self.openai = OpenAIAPI(self.api.models, parameters)
@@ -32,7 +34,7 @@ class APIServer:
         self.router.include(self.api.routes())
         self.router.include(self.openai.routes())
         aliases = {name: served.actor for key, served in self.api.models.items() for name in (key, served.name)}
-        self.control = ControlAPI(self.actors, aliases)  # /workbench/... for ps, stop, restart, logs
+        self.control = ControlAPI(self.actors, aliases, journal=journal)  # /workbench/...: ps, stop, logs...
         self.router.include(self.control.routes())
         self.router.error_shape("/v1/", openai_error)
         self.http = HTTPServer(self._handle, host, port, limits=limits, error_body=self.router.error_body)
@@ -62,7 +64,8 @@ class APIServer:
 
 async def serve(specs: Sequence[str], host: str = "127.0.0.1", port: int = 11434,
                 ready: Any = None, parameters: dict[str, Any] | None = None,
-                limits: ServerLimits | None = None, threads: int | None = None) -> None:
+                limits: ServerLimits | None = None, threads: int | None = None,
+                journal: Path | str | None = None) -> None:
     """Create and start the actors (`threads`: each in-process model's thread count), serve until
     cancelled, then stop them."""
     from workbench.runtimes.registry import create_actor
@@ -73,7 +76,7 @@ async def serve(specs: Sequence[str], host: str = "127.0.0.1", port: int = 11434
             actor.start()
         for actor in actors:
             await actor.wait_ready()
-        server = APIServer(actors, host, port, parameters, limits)
+        server = APIServer(actors, host, port, parameters, limits, journal=journal)
         await server.start()
         if ready is not None:
             ready(server)

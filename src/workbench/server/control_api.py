@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from urllib.parse import parse_qs
 
 from pydantic import BaseModel
@@ -29,6 +30,7 @@ from workbench.runtimes.base import ModelRuntimeActor
 from workbench.server.bodies import BadRequest, json_object, validated
 from workbench.server.http import Request, Responder
 from workbench.server.routes import Route
+from workbench.server.stream_journal import StreamJournal, load_stream_journal
 
 PREFIX = "/workbench"
 
@@ -87,11 +89,19 @@ class ControlAPI:
     not given). `close()` stops listening."""
 
     def __init__(self, actors: Sequence[ModelRuntimeActor], aliases: dict[str, ModelRuntimeActor] | None = None,
-                 log: StreamLog | None = None) -> None:
+                 log: StreamLog | None = None, journal: Path | str | None = None) -> None:
+        """With `journal`, the messages of an earlier run are loaded from it and every message that
+        ends is appended to it (`server/stream_journal.py`)."""
         self.actors = list(actors)
         self.aliases = dict(aliases or {})
         self._own_log = log is None
         self.log = log if log is not None else StreamLog().install()
+        self.journal: StreamJournal | None = None
+        if journal is not None:
+            records, _ = load_stream_journal(journal)
+            self.log.preload(records)
+            self.journal = StreamJournal(journal)
+            self.log.on_end = self.journal.append
         self.sampler = ResourceSampler()
         for actor in self.actors:
             self.sampler.watch(actor.name, actor.memory_target)
@@ -109,6 +119,9 @@ class ControlAPI:
     def close(self) -> None:
         if self._own_log:
             self.log.close()
+        if self.journal is not None:
+            self.log.on_end = None
+            self.journal.close()
 
     def lookup(self, name: str) -> ModelRuntimeActor:
         for actor in self.actors:
