@@ -108,7 +108,8 @@ class InProcess:
         stats = await self.actor.stats()
         breakdown = (stats.details or {}).get("first_token") or {}
         if "started_at" in breakdown and "first_token_at" in breakdown:
-            row |= {key: float(breakdown[key]) for key in (*STEPS, "reused_tokens", "prompt_tokens") if key in breakdown}
+            row |= {key: float(breakdown[key]) for key in (*STEPS, "prefill_cpu_s", "reused_tokens", "prompt_tokens")
+                    if key in breakdown}
             row["hop_in_s"] = breakdown["started_at"] - sent
             row["hop_out_s"] = first - breakdown["first_token_at"] - breakdown.get("first_detokenize_s", 0.0)
         return row
@@ -247,6 +248,8 @@ async def run_threads(threads: int, args: argparse.Namespace) -> None:
             for key in ("hop_in_s", *STEPS, "hop_out_s"):
                 print(f"    {key.removesuffix('_s'):20} {_ms([row[key] for row in got if key in row])}")
             print(f"    {'= TTFT':20} {_ms([row['ttft_s'] for row in got])}")
+            print(f"    {'prefill, CPU time':20} {_ms([row['prefill_cpu_s'] for row in got if 'prefill_cpu_s' in row])}"
+                  "  (of the worker thread: the whole prefill at 1 thread, its share at more)")
             prompt_tokens = statistics.median(row.get("prompt_tokens", 0) for row in got)
             reused = statistics.median(row.get("reused_tokens", 0) for row in got)
             print(f"    prompt tokens {prompt_tokens:.0f}, of which reused from the prompt cache {reused:.0f}")

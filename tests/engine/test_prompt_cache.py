@@ -29,6 +29,7 @@ def test_load_warms_up_and_keeps_the_template_preamble(engine: LlamaEngine) -> N
     ids = engine.chat_input_ids([{"role": "user", "content": "What is the capital of France?"}])
     assert list(engine.generate(ids, PARAMS, timings=timings)) == _fresh(engine, ids)
     assert timings["reused_tokens"] >= 20 and timings["prefill_s"] > 0 and timings["first_sample_s"] > 0
+    assert 0 < timings["prefill_cpu_s"] < 10 * timings["prefill_s"]
 
 
 def test_next_turn_reuses_the_conversation_and_answers_the_same(engine: LlamaEngine) -> None:

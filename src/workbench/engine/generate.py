@@ -6,8 +6,10 @@ are matched on text with the shared :class:`~workbench.textgen.stops.StopMatcher
 detokenizer; a token is yielded once the text it produced is released by the matcher, so a stop
 string never leaks into the stream.
 
-``timings`` (optional dict) receives ``prefill_s`` (the prompt's forward pass), ``first_sample_s``
-(picking the first token) and ``reused_tokens`` for the time-to-first-token breakdown.
+``timings`` (optional dict) receives ``prefill_s`` (the prompt's forward pass), ``prefill_cpu_s``
+(the CPU time the calling thread spent on it: at one thread, what a quiet machine would take),
+``first_sample_s`` (picking the first token) and ``reused_tokens`` for the time-to-first-token
+breakdown.
 
 Prompt caching (:class:`PromptCache`): the KV cache of the last generation is kept, with the ids it
 holds, and the next prompt that starts the same way only prefills what is new -- the chat template's
@@ -163,13 +165,13 @@ def generate_tokens(
         for _ in range(max_new):
             if cancel is not None and cancel.is_set():
                 return
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.thread_time()
             if prompt_cache is not None:
                 prompt_cache.check(epoch)
             logits = model.forward(step_input, pos, cache)[-1]
             if prompt_cache is not None:
                 prompt_cache.ids.extend(step_input.tolist())
-            sampled = time.perf_counter()
+            sampled, sampled_cpu = time.perf_counter(), time.thread_time()
             pos += int(step_input.numel())
             if seen is not None:
                 logits = apply_repetition_penalty(logits, seen, penalty)
@@ -178,6 +180,7 @@ def generate_tokens(
             token = sampler(logits)
             if timings is not None and generated == 0:
                 timings["prefill_s"] = sampled - started
+                timings["prefill_cpu_s"] = sampled_cpu - started_cpu
                 timings["first_sample_s"] = time.perf_counter() - sampled
             if token in stop_ids:
                 break
