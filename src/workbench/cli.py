@@ -14,7 +14,7 @@ from workbench.errors import WorkbenchError
 from workbench.metrics import otel
 
 # Subcommand modules, in the order `--help` lists them. A module that is absent is skipped.
-COMMAND_MODULES = ("run", "runtimes", "serve", "control", "bench", "replay")
+COMMAND_MODULES = ("run", "runtimes", "serve", "ps", "logs", "stop", "restart", "bench", "replay")
 # Commands that load models and so take `--placement` after their name too.
 PLACED_COMMANDS = ("run", "serve", "bench", "replay")
 
