@@ -139,6 +139,20 @@ async def test_rest_requests_carry_the_message_span_as_traceparent(telemetry, se
     assert context.trace_flags.sampled
 
 
+async def test_the_ollama_library_runtime_sends_traceparent_too(telemetry, server) -> None:
+    from workbench.runtimes.ollama_lib import OllamaLibRuntimeActor
+
+    spans, _ = telemetry
+    actor = OllamaLibRuntimeActor("good", host=server.url)
+    try:
+        assert (await actor.chat("hi")).text == "Hello"
+    finally:
+        await actor.stop()
+    (span,) = spans.get_finished_spans()
+    (headers,) = server.headers_for("/api/chat")
+    assert headers["traceparent"].split("-")[1:3] == [f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}"]
+
+
 async def test_no_traceparent_and_no_spans_when_off(server) -> None:
     assert otel.active() is None
     actor = OllamaRESTRuntimeActor("good", host=server.url)

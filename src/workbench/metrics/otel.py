@@ -99,6 +99,14 @@ def trace_headers() -> dict[str, str] | None:
     return _active.trace_headers()
 
 
+async def add_trace_headers(request: Any) -> None:
+    """An httpx request hook (`event_hooks={"request": [add_trace_headers]}`) for runtimes whose HTTP
+    goes through a client library: the same `traceparent` as `trace_headers()`."""
+    headers = trace_headers()
+    if headers:
+        request.headers.update(headers)
+
+
 @contextmanager
 def remote_parent(headers: Mapping[str, str]) -> Iterator[None]:
     """While a server handles a request: the messages it sends to actors become children of the

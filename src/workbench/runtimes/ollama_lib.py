@@ -23,6 +23,7 @@ from workbench.errors import (
     RuntimeUnreachable,
     WorkbenchError,
 )
+from workbench.metrics import otel
 from workbench.metrics.sampler import ProcessTarget
 from workbench.runtimes.base import Availability, ChatRequest, EmbedRequest, GenerateRequest
 from workbench.runtimes.external import ExternalModelRuntimeActor
@@ -70,7 +71,9 @@ class OllamaLibRuntimeActor(ExternalModelRuntimeActor):
         import ollama
 
         # The library keeps only host and port from a URL: credentials go as basic auth.
-        return ollama.AsyncClient(host=self.base_url, timeout=self.timeout, auth=self._auth)
+        # Every request carries the running message's traceparent when telemetry is on.
+        return ollama.AsyncClient(host=self.base_url, timeout=self.timeout, auth=self._auth,
+                                  event_hooks={"request": [otel.add_trace_headers]})
 
     async def on_start(self) -> None:
         await super().on_start()
