@@ -160,9 +160,12 @@ def connect(address: str | None = None) -> RayConnection:
             _connection = RayConnection(address=LOCAL, started_local=True, connect_s=time.perf_counter() - started)
         else:
             try:
-                ray.init(address=wanted, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+                ray.init(address=wanted, log_to_driver=False, logging_level="ERROR")
             except Exception as error:  # Ray raises ConnectionError, RuntimeError, ValueError...
-                raise RuntimeUnavailable(f"cannot connect to Ray at {wanted!r}: {error}") from None
+                raise RuntimeUnavailable(
+                    f"cannot connect to Ray at {wanted!r}: {error} (is a cluster running there, and does this "
+                    f"machine hold its auth token? https://docs.ray.io/en/latest/ray-security/token-auth.html)"
+                ) from None
             _connection = RayConnection(address=wanted, started_local=False, connect_s=time.perf_counter() - started)
         _connection.nodes = [node["NodeManagerAddress"] for node in ray.nodes() if node.get("Alive")]
         return _connection
