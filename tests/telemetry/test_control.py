@@ -165,3 +165,20 @@ def test_a_stream_journal_rotates_skips_a_cut_line_and_refuses_other_files(tmp_p
     path.write_text('{"format": "workbench.session", "version": 3}\n')
     with pytest.raises(SessionFileError, match="not a workbench stream journal"):
         load_stream_journal(path)
+
+
+async def test_logs_follow_prints_each_message_as_it_ends(served: APIServer) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "workbench.cli", "logs", "echo", "--url", served.url, "--follow",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        assert (await asyncio.wait_for(process.stdout.readline(), 60)).decode().strip() == "scripted:echo: no messages yet"
+        await chat(served, "echo", "followed words")
+        lines: list[str] = []
+        while "followed words" not in lines:  # the streamed text's own line
+            lines.append((await asyncio.wait_for(process.stdout.readline(), 30)).decode().rstrip("\n"))
+        head = next(line for line in lines if line.startswith("["))
+        assert " chat " in head and " done · queued " in head and "> user: followed words" in lines
+    finally:
+        process.terminate()
+        await process.wait()
