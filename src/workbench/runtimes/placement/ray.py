@@ -82,6 +82,7 @@ class RayOptions(BaseModel):
     placement_timeout_s: float = Field(default=30.0, gt=0)  # a busy cluster: how long to wait for room
     stop_timeout_s: float = Field(default=10.0, gt=0)  # unload, and a cancelled stream's end
     hang_timeout_s: float = Field(default=300.0, gt=0)  # a stream with nothing new for this long: killed
+    load_timeout_s: float = Field(default=900.0, gt=0)  # the same between a load's progress messages
 
 
 def import_ray() -> Any:
@@ -445,7 +446,7 @@ class RayWorkerHost:
 # ----- the actor side ----------------------------------------------------------------------------------
 class RayPlacement(Placement):
     """Options: see `RayOptions` (`address`, `num_cpus`, `num_gpus`, `resources`, `coalesce_ms`,
-    `placement_timeout_s`, `stop_timeout_s`)."""
+    `placement_timeout_s`, `load_timeout_s`, `hang_timeout_s`, `stop_timeout_s`)."""
 
     kind = "ray"
     interruptible = True  # ray.kill ends a load or a stream at once
@@ -517,13 +518,19 @@ class RayPlacement(Placement):
             ) from None
         except Exception as error:
             raise self._translate(error) from None
+        loading = self.handle.load.options(num_returns="streaming").remote().__aiter__()
         try:
-            async for ref in self.handle.load.options(num_returns="streaming").remote():
-                kind, value = await ref
+            while True:
+                try:
+                    kind, value = await (await asyncio.wait_for(loading.__anext__(), self.settings.load_timeout_s))
+                except StopAsyncIteration:
+                    break
                 if kind == "progress":
                     progress(*value)
                 else:
                     self.figures = value
+        except TimeoutError:
+            raise self._die(f"hung: no load progress for {self.settings.load_timeout_s:g} s; killed") from None
         except Exception as error:
             raise self._translate(error) from None
         self.start_s = time.perf_counter() - started
