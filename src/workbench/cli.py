@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from workbench.runtimes.registry import using_placement
 
     try:
-        otel.enable_from(args.otel)
+        otel.enable_from(args.otel, screen=handler is None)
         _use_ray(args)
         with using_placement(args.placement):
             if handler is None:

@@ -183,11 +183,14 @@ def test_mode_from_the_standard_environment_variables(env: dict[str, str], mode:
     assert otel.mode_from_environment(env) == mode
 
 
-def test_an_unknown_mode_is_refused_by_name() -> None:
+def test_an_unknown_mode_and_console_under_the_app_are_refused_by_name() -> None:
     from workbench.errors import WorkbenchError
 
     with pytest.raises(WorkbenchError, match="--otel 'jaeger': choose one of console, otlp"):
         otel.enable_from("jaeger", {})
+    with pytest.raises(WorkbenchError, match="console telemetry would print over the app"):
+        otel.enable_from(None, {"OTEL_TRACES_EXPORTER": "console"}, screen=True)
+    assert otel.active() is None
 
 
 async def test_a_client_and_workbench_serve_share_one_trace(telemetry) -> None:

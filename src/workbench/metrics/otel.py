@@ -64,11 +64,16 @@ def enable(mode: Mode | None = None, **kwargs: Any) -> Telemetry:
     return _active
 
 
-def enable_from(mode: str | None, env: Mapping[str, str] | None = None) -> Telemetry | None:
-    """What the command line does: `--otel MODE` if given, else the `OTEL_*` variables, else off."""
+def enable_from(mode: str | None, env: Mapping[str, str] | None = None, *, screen: bool = False) -> Telemetry | None:
+    """What the command line does: `--otel MODE` if given, else the `OTEL_*` variables, else off.
+    `screen`: the terminal UI will own the terminal, so console output is refused (it would be drawn
+    over); OTLP is fine."""
     if mode is not None and mode not in MODES:
         raise WorkbenchError(f"--otel {mode!r}: choose one of {', '.join(MODES)}")
     chosen = mode or mode_from_environment(env)
+    if chosen == "console" and screen:
+        raise WorkbenchError("console telemetry would print over the app: use --otel otlp with the app, "
+                             "or console with a command (run, serve, bench...)")
     return enable(chosen) if chosen else None  # type: ignore[arg-type]
 
 
