@@ -54,17 +54,27 @@ async def test_context_to_one_pane_or_all_comes_ahead_of_the_next_prompt(tmp_pat
         await pilot.pause(0.05)
         assert len(views(app, 0)) == 3  # nothing read: the problem is notified
 
+        app.action_forget_context()  # (the palette's "Forget context")
+        await wait_until(pilot, lambda: len(views(app, 0)) == 4 and finished(app))
+        assert views(app, 0)[3].figures == "the actor holds no context now"
+        await pilot.press(*"Again?", "enter")
+        await wait_until(pilot, lambda: len(views(app, 0)) == 5 and finished(app))
+        assert views(app, 0)[4].text.startswith("a saw user=Capital? / assistant=")  # the history, no context
+
         session = app.recorder.session()
         prompts = [e for e in session.events if isinstance(e, PromptEvent)]
+        first, second = app.panes[0].id, app.panes[1].id
         assert [(e.pane, e.operation) for e in prompts] == [
-            (app.panes[0].id, "read"), (app.panes[0].id, "read"), (app.panes[1].id, "read"), (app.panes[0].id, "chat")]
+            (first, "read"), (first, "read"), (second, "read"), (first, "chat"), (first, "forget"), (first, "chat")]
 
         playback = PlaybackScreen(session, speed=math.inf)
         await app.push_screen(playback)
         await wait_until(pilot, lambda: playback.finished)
-        played = list(playback.query(ChatPane).results(ChatPane))[0].query(ReplyView).results(ReplyView)
-        assert [(v.has_class("context"), v.figures == "read as context") for v in played] == [
-            (True, True), (True, True), (False, False)]
+        played = list(list(playback.query(ChatPane).results(ChatPane))[0].query(ReplyView).results(ReplyView))
+        assert [(v.has_class("context"), v.figures) for v in played][:2] == [
+            (True, "read as context"), (True, "read as context")]
+        assert [v.has_class("context") for v in played] == [True, True, False, True, False]
+        assert played[3].figures == "context forgotten"
 
 
 async def test_the_actors_screen_shows_the_selected_actors_recent_streams(make_app) -> None:

@@ -46,6 +46,28 @@ async def test_a_read_turn_is_recorded_shown_and_rerun_ahead_of_the_question(tmp
     assert new_question.text == "second saw user=Fredville is the capital of Freedonia. / user=What is the capital?"
 
 
+async def test_a_forget_turn_is_rerun_too(tmp_path: Path) -> None:
+    actor = context_actor("first")
+    try:
+        with SessionRecorder(tmp_path, "forgetting", [PaneRecord(id="p1", spec=actor.spec)]) as recorder:
+            recorder.attach("p1", actor)
+            for operation, reply in (("read", actor.read("Secret plan.")), ("forget", actor.forget())):
+                text = "Secret plan." if operation == "read" else ""
+                recorder.record_prompt("p1", text, correlation_id=reply.correlation_id, operation=operation)
+                await reply
+            await ask(recorder, "p1", actor, "Anything?")
+            session = recorder.session()
+    finally:
+        await actor.stop()
+    again = context_actor("second")
+    try:
+        result = await rerun_session(session, {"p1": again}, folder=tmp_path)
+    finally:
+        await again.stop()
+    assert [turn.operation for turn in transcript(result.session)["p1"]] == ["read", "forget", "chat"]
+    assert transcript(result.session)["p1"][2].text == "second saw user=Anything?"
+
+
 def test_a_version_1_session_and_journal_still_load(tmp_path: Path) -> None:
     event = {"kind": "prompt", "t": 0.5, "pane": "p1", "correlation_id": "c1", "operation": "chat",
              "message": {"role": "user", "content": "hi"}}

@@ -155,6 +155,7 @@ class WorkbenchApp(App[int]):
         """Start the pane's actor and wire it to the supervisor, sampler and session journal."""
         pane.on_sent = self._record_prompt
         pane.on_read = self._record_read
+        pane.on_forget = self._record_forget
         actor = pane.actor
         if actor is None:
             return
@@ -199,6 +200,15 @@ class WorkbenchApp(App[int]):
     def _record_read(self, pane: ChatPane, message: ChatMessage, reply: Reply[ReadReceipt]) -> None:
         if self.recorder is not None and not self.recorder.closed:
             self.recorder.record_prompt(pane.slot.id, message, correlation_id=reply.correlation_id, operation="read")
+
+    def _record_forget(self, pane: ChatPane, reply: Reply[ReadReceipt]) -> None:
+        if self.recorder is not None and not self.recorder.closed:
+            self.recorder.record_prompt(pane.slot.id, ChatMessage(role="user", content=""),
+                                        correlation_id=reply.correlation_id, operation="forget")
+
+    def action_forget_context(self) -> None:
+        if (pane := self.selected_pane) is not None:
+            pane.forget()
 
     def _mark_selected(self) -> None:
         selected = self.selected_pane
@@ -346,6 +356,8 @@ class WorkbenchApp(App[int]):
         yield SystemCommand("Actors", "Status of every actor: stop, restart, cancel", self.action_show_actors)
         yield SystemCommand("Read as context (all panes)", "Give the prompt box's text, or @FILE, to every pane "
                             "as context, without asking", lambda: self.action_read_context(True))
+        yield SystemCommand("Forget context", "The selected pane's actor drops the context it has read",
+                            self.action_forget_context)
         yield SystemCommand("Save session", "Save this session under a name", self.action_save_session)
         yield SystemCommand("Browse sessions", "Play back or re-run a saved session", self.action_browse_sessions)
         yield SystemCommand("Toggle graphs", "Show or hide the memory and latency graphs", self.action_toggle_graphs)

@@ -102,10 +102,12 @@ def send_turn(
     actor: ModelRuntimeActor, turn: Turn, history: list[ChatMessage], options: GenerationOptions
 ) -> TextReply | Reply[ReadReceipt]:
     """Send a recorded turn's prompt through the operation it was recorded with (a `read` turn is
-    read again: the actor keeps it as context for the turns after it)."""
+    read again: the actor keeps it as context for the turns after it; `forget` drops it again)."""
     prompt = turn.prompt
     if turn.operation == "read":
         return actor.read(prompt)
+    if turn.operation == "forget":
+        return actor.forget()
     if turn.operation == "chat":
         return actor.chat([*history, prompt], options=options)
     if turn.operation == "think":

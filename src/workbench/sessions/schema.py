@@ -63,7 +63,7 @@ class _Event(Strict):
 class PromptEvent(_Event):
     """A prompt sent to a pane: the new user turn and the operation it went through. Operation `read`
     (version 2): the message was given as context, without asking for a reply; it is answered by a
-    `done` event without text."""
+    `done` event without text. Operation `forget` (empty message): the context read so far was dropped."""
 
     kind: Literal["prompt"] = "prompt"
     operation: str = "chat"

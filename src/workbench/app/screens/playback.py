@@ -101,8 +101,10 @@ class PlaybackScreen(Screen[None]):
             return
         if isinstance(event, PromptEvent):
             text = event.message.text
-            is_read = event.operation == "read"
-            view = self.pane(event.pane).add_reply_view(f"[context, {len(text)} characters]\n{text}" if is_read else text)
+            is_read = event.operation in ("read", "forget")
+            shown = ("[context forgotten]" if event.operation == "forget" else
+                     f"[context, {len(text)} characters]\n{text}" if is_read else text)
+            view = self.pane(event.pane).add_reply_view(shown)
             view.set_class(is_read, "context")
             self.views[event.correlation_id or f"{event.pane}-{event.t}"] = view
             return
@@ -115,7 +117,10 @@ class PlaybackScreen(Screen[None]):
         elif isinstance(event, ChunkEvent):
             view.feed(event.text, event.thinking)
         elif isinstance(event, DoneEvent):
-            view.finish("read as context" if view.has_class("context") else describe_metrics(event.metrics))
+            if view.has_class("context"):
+                view.finish("context forgotten" if view.prompt == "[context forgotten]" else "read as context")
+            else:
+                view.finish(describe_metrics(event.metrics))
             if event.metrics is not None and pane is not None:
                 pane.last_metrics = event.metrics
                 pane.refresh_header()

@@ -69,8 +69,9 @@ class ChatPane(Vertical, can_focus=True):
         # Called synchronously as each prompt goes out, before any of its chunks can arrive (the
         # session recorder needs the correlation id first).
         self.on_sent: Callable[[ChatPane, ChatMessage, TextReply], None] | None = None
-        # The same for text read as context (operation `read`).
+        # The same for text read as context (operation `read`) and for forgetting it (`forget`).
         self.on_read: Callable[[ChatPane, ChatMessage, Reply[ReadReceipt]], None] | None = None
+        self.on_forget: Callable[[ChatPane, Reply[ReadReceipt]], None] | None = None
 
     @property
     def actor(self):  # noqa: ANN201 - ModelRuntimeActor | None
@@ -207,6 +208,23 @@ class ChatPane(Vertical, can_focus=True):
         self.run_worker(self._read(reply, view), group=f"read-{self.id}", exit_on_error=False)
         return reply
 
+    def forget(self) -> Reply[ReadReceipt] | None:
+        """Drop the context the actor has read (after what is queued); shown in the conversation."""
+        view = self.add_reply_view("[context forgotten]")
+        view.add_class("context")
+        actor = self.actor
+        try:
+            if actor is None:
+                raise RuntimeError(self.slot.error)
+            reply = actor.forget()
+        except Exception as error:  # noqa: BLE001 - a stopped actor: shown, pane stays usable
+            view.finish(f"not forgotten: {error}", outcome="error")
+            return None
+        if self.on_forget is not None:
+            self.on_forget(self, reply)
+        self.run_worker(self._read(reply, view), group=f"read-{self.id}", exit_on_error=False)
+        return reply
+
     async def _read(self, reply: Reply[ReadReceipt], view: ReplyView) -> None:
         try:
             receipt = await reply
@@ -214,6 +232,9 @@ class ChatPane(Vertical, can_focus=True):
             view.finish(f"not read: {error}", outcome="cancelled" if isinstance(error, MessageCancelled) else "error")
             return
         held = f"{receipt.context_messages} message{'s' if receipt.context_messages != 1 else ''}"
+        if not receipt.read:
+            view.finish("the actor holds no context now")
+            return
         view.finish(f"read as context · the actor now holds {held} ({receipt.context_chars} characters) "
                     "ahead of every prompt")
 
