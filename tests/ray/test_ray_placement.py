@@ -342,3 +342,20 @@ async def test_the_app_graphs_the_ray_actors_own_memory(placed: Placed, tmp_path
         assert abs(points[-1][1] - host_mib) < 0.2 * host_mib
         target = actor.memory_target()  # what the sampler read: the Ray actor's process, not the app's
         assert target is not None and target.pid == host_pid(actor) != os.getpid()
+
+
+async def test_a_model_on_another_node_is_graphed_from_the_figures_it_sends(
+    placed: Placed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workbench.metrics.sampler import ResourceSampler
+
+    placement = placed.actor.placement
+    await placed.actor.chat(QUESTION, options=GREEDY | {"max_tokens": 4})  # figures came with the stream
+    monkeypatch.setattr(ray_placement, "node_name", lambda: "some-other-machine")  # as if the app ran elsewhere
+    sampler = ResourceSampler()
+    sampler.watch("p1", placed.actor.memory_target)
+    taken = sampler.sample_once()["p1"]  # no pid here to read: the host's own reading instead
+    host_rss = psutil.Process(host_pid(placed.actor)).memory_info().rss
+    assert abs(taken.rss_bytes - host_rss) < 0.2 * host_rss and taken.rss_bytes == placement.figures.rss_bytes  # type: ignore[union-attr]
+    await wait_for(lambda: placement._refresh is not None and placement._refresh.done())  # type: ignore[union-attr]
+    assert placement._refresh.exception() is None  # type: ignore[union-attr]  # idle: figures asked for again

@@ -33,7 +33,9 @@ class ProcessTarget:
         return cls(os.getpid(), label="workbench process")
 
 
-TargetSource = ProcessTarget | Callable[[], ProcessTarget | None]
+TargetSource = ProcessTarget | Callable[[], "ProcessTarget | ResourceSample | None"]
+"""A process to read, or a callable giving one, or giving a sample read elsewhere (a model on another
+machine reports its own process: see the `ray` placement), which is recorded as it is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,10 @@ class ResourceSampler:
         for key, source in list(self._targets.items()):
             target = source() if callable(source) else source
             if target is None:
+                continue
+            if isinstance(target, ResourceSample):  # read where the process runs
+                self.series.setdefault(key, TimeSeries(self.capacity)).append(target)
+                taken[key] = target
                 continue
             slot = (target.pid, target.include_children)
             if slot not in readings:

@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from workbench.errors import RuntimeUnavailable, WorkbenchError
 from workbench.metrics.memory import ProcessMemory, node_name, read_memory
-from workbench.metrics.sampler import ProcessTarget
+from workbench.metrics.sampler import ProcessTarget, ResourceSample
 from workbench.runtimes.placement.base import (
     ModelWorker,
     Placement,
@@ -464,6 +464,8 @@ class RayPlacement(Placement):
         self.connection: RayConnection | None = None
         self.start_s: float | None = None  # create → ready (scheduling, worker process, model load)
         self._death: WorkerDied | None = None  # set when this placement killed a hung host
+        self._figures_asked = 0.0  # monotonic time the sampler last asked a remote host for figures
+        self._refresh: asyncio.Future[Any] | None = None
 
     # ----- resources ------------------------------------------------------------------------------------
     def requirements(self) -> dict[str, float]:
@@ -622,13 +624,20 @@ class RayPlacement(Placement):
             baseline_rss_bytes=figures.baseline_rss_bytes, baseline_uss_bytes=figures.baseline_uss_bytes,
         )
 
-    def memory_target(self) -> ProcessTarget | None:
-        """The host's process when it runs on this machine (the live sampler reads it directly);
-        off this machine the figures come with the stream and from `memory()`."""
+    def memory_target(self) -> ProcessTarget | ResourceSample | None:  # type: ignore[override]
+        """The host's process when it runs on this machine (the live sampler reads it directly).
+        Off this machine, the host's own latest reading (it comes with each stream about once a
+        second); while idle the figures are asked for again, at most once a second."""
         figures = self.figures
-        if figures is None or self.handle is None or figures.node != node_name():
+        if figures is None or self.handle is None:
             return None
-        return ProcessTarget(figures.pid, label=f"ray actor {self.spec.name}")
+        if figures.node == node_name():
+            return ProcessTarget(figures.pid, label=f"ray actor {self.spec.name}")
+        now = time.monotonic()
+        if now - self._figures_asked >= FIGURES_EVERY_S and (self._refresh is None or self._refresh.done()):
+            self._figures_asked = now
+            self._refresh = asyncio.ensure_future(self.memory())
+        return ResourceSample(time.time(), figures.rss_bytes, figures.cpu_percent or 0.0)
 
     def describe(self) -> dict[str, Any]:
         figures = self.figures
