@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from workbench.actors.actor import ActorState  # noqa: E402
 from workbench.actors.supervisor import RestartPolicy, Supervisor  # noqa: E402
 from workbench.errors import ActorFailed, MessageCancelled, RuntimeUnavailable, WorkbenchError  # noqa: E402
 from workbench.runtimes.inprocess import InProcessModelRuntimeActor  # noqa: E402
-from workbench.runtimes.placement import WorkerDied, WorkerSpec, create_placement  # noqa: E402
+from workbench.runtimes.placement import ModelWorker, WorkerDied, WorkerSpec, create_placement  # noqa: E402
 from workbench.runtimes.placement import ray as ray_placement  # noqa: E402
 from workbench.runtimes.registry import create_actor  # noqa: E402
 from workbench.runtimes.types import Chunk, Usage  # noqa: E402
@@ -359,3 +360,61 @@ async def test_a_model_on_another_node_is_graphed_from_the_figures_it_sends(
     assert abs(taken.rss_bytes - host_rss) < 0.2 * host_rss and taken.rss_bytes == placement.figures.rss_bytes  # type: ignore[union-attr]
     await wait_for(lambda: placement._refresh is not None and placement._refresh.done())  # type: ignore[union-attr]
     assert placement._refresh.exception() is None  # type: ignore[union-attr]  # idle: figures asked for again
+
+
+# ----- the host's coalescing, in this process (plain Python: no Ray needed) -------------------------------
+class PacedWorker(ModelWorker):
+    """Tokens at a fixed pace with no model behind them: the one thing a real 135M model on this CPU
+    cannot do is produce tokens faster than the coalescing window, which is what is tested here."""
+
+    def load(self, progress) -> None:  # noqa: ANN001
+        progress(1.0, "nothing to load")
+
+    def unload(self) -> None:
+        pass
+
+    def stream(self, operation: str, request: dict, cancel: threading.Event) -> Iterator[Chunk]:  # type: ignore[override]
+        count = int(self.spec.options["tokens"])
+        for index in range(count):
+            if cancel.is_set():
+                break
+            time.sleep(float(self.spec.options["pace_s"]))
+            yield Chunk(text=f"t{index} ", tokens=1)
+        yield Chunk(done=True, finish_reason="cancelled" if cancel.is_set() else "stop",
+                    usage=Usage(input_tokens=1, output_tokens=count))
+
+
+def paced_host(tokens: int, pace_s: float) -> ray_placement.RayWorkerHost:
+    spec = WorkerSpec(factory=f"{__name__}:PacedWorker", model="paced", options={"tokens": tokens, "pace_s": pace_s})
+    host = ray_placement.RayWorkerHost(spec.model_dump(mode="json"))
+    assert [kind for kind, _ in host.load()] == ["progress", "ready"]
+    return host
+
+
+def test_the_host_sends_the_first_token_alone_then_batches_fast_tokens() -> None:
+    host = paced_host(tokens=60, pace_s=0.002)  # 500 tokens/s: ~12 per 25 ms window
+    started = time.monotonic()
+    batches = list(host.stream("s1", "chat", {}, 25.0))
+    windows = (time.monotonic() - started) / 0.025
+    sizes = [sum(chunk.tokens or 0 for chunk in batch.chunks if not chunk.done) for batch in batches]
+    assert sizes[0] == 1  # the first token goes out at once (TTFT)
+    # At most one object per window (plus the first token and the end), however slow the machine is.
+    assert sum(sizes) == 60 and len(batches) <= windows + 3 and len(batches) < 60
+    text = "".join(chunk.text for batch in batches for chunk in batch.chunks)
+    assert text == "".join(f"t{index} " for index in range(60))
+    assert batches[-1].chunks[-1].done and batches[-1].figures is not None and batches[-1].figures.pid == os.getpid()
+
+
+def test_slow_tokens_go_out_one_by_one() -> None:
+    host = paced_host(tokens=5, pace_s=0.05)  # slower than the window: nothing waits for company
+    batches = list(host.stream("s1", "chat", {}, 25.0))
+    assert [sum(chunk.tokens or 0 for chunk in batch.chunks) for batch in batches[:5]] == [1, 1, 1, 1, 1]
+
+
+def test_a_cancel_that_arrives_before_its_stream_still_stops_it() -> None:
+    host = paced_host(tokens=1000, pace_s=0.001)
+    host.cancel("s1")
+    batches = list(host.stream("s1", "chat", {}, 25.0))
+    final = batches[-1].chunks[-1]
+    assert final.done and final.finish_reason == "cancelled"
+    assert sum(chunk.tokens or 0 for batch in batches for chunk in batch.chunks if not chunk.done) == 0
