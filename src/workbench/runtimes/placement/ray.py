@@ -220,6 +220,7 @@ def disconnect() -> None:
             if ray.is_initialized():
                 ray.shutdown()
         _connection = None
+        _remote_host_class.cache_clear()  # an actor class belongs to the Ray session it was made in
 
 
 def current_connection() -> RayConnection | None:
