@@ -17,11 +17,13 @@ are answered while a stream runs. How it behaves:
 - **Cancel**: a flag per stream on the host, set by the `cancel` method (the host runs several
   threads), which the worker checks every token; the placement then drains the stream to its end,
   so the next message never overlaps the last.
-- **Memory**: the host reads its own process (psutil RSS/USS) with its baseline before the model
-  loaded, sends it with the stream about once a second and on request, labelled with its node.
+- **Memory and CPU**: the host reads its own process (psutil RSS/USS, CPU share) with its baseline
+  before the model loaded, sends it with the stream about once a second and on request, labelled
+  with its node; the live graphs read the pid on this machine, or these figures from elsewhere.
 - **Faults**: a Ray actor that dies (killed, node lost) raises `WorkerDied` (an `ActorCrashed`):
   the request fails with Ray's reason, the actor turns FAILED and the supervisor restarts it, which
-  makes a fresh Ray actor. An exception raised by the worker itself fails only its request.
+  makes a fresh Ray actor. One that hangs past its deadline is killed the same way. An exception
+  raised by the worker itself fails only its request.
 
 Ray is optional (`pip install -e '.[ray]'`); without it this placement says how to install it.
 """
