@@ -50,7 +50,7 @@ class WorkbenchApp(App[int]):
     TITLE = "workbench"
     BINDINGS = [
         Binding("ctrl+t,alt+enter", "send_all", "Send to all", id="prompt.send_all", priority=True),
-        Binding("ctrl+r", "read_context(False)", "As context", id="prompt.read", priority=True),
+        Binding("ctrl+r", "read_context(False)", "As context", id="prompt.read", show=False, priority=True),
         Binding("alt+r", "read_context(True)", "Context to all", id="prompt.read_all", show=False, priority=True),
         Binding("escape", "cancel", "Cancel", id="pane.cancel"),
         Binding("alt+right", "select_pane(1)", "Next pane", id="pane.next", key_display="alt+→"),
