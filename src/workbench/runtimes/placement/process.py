@@ -8,11 +8,12 @@ How:
 - The child is started with multiprocessing's `spawn` (a fresh interpreter; never a shell, never
   fork of a threaded app) and runs `worker_main`: it builds the `ModelWorker` named by the
   `WorkerSpec`, reports its baseline memory, loads with progress, then serves commands one at a
-  time. A reader thread in the child takes cancels (set the running request's flag: stop within
-  one token) and stats (answered at once) while the main thread produces tokens.
+  time on its one thread. Between two tokens it polls the pipe: a cancel sets the running
+  request's flag (it stops at its next token), stats are answered. No threads hand work to each
+  other on either side, because each hand-off is a scheduler wake-up on a busy machine.
 - Messages are the pydantic models of `wire.py`, JSON over a duplex `multiprocessing` pipe. In the
-  app, a reader thread per worker receives them and hands them to the event loop; the loop never
-  waits on the pipe.
+  app the event loop reads the pipe itself when it is readable (`add_reader`; the child writes each
+  message in one piece); only reaping a dead child happens on a short-lived thread.
 - Faults: the pipe's end of file (the child died) → `WorkerDied` ("worker process for torch:smollm2
   died: signal 9") on whatever was waiting, so the actor turns FAILED and its supervisor restarts
   it; a malformed message → the worker is killed and the same error names what it sent; no message
@@ -25,11 +26,11 @@ How:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import multiprocessing
 import os
-import queue
 import signal
 import threading
 import time
@@ -109,9 +110,7 @@ class ProcessPlacement(Placement):
         self.pid = process.pid
         if self._killed_on_purpose:  # stopped while the process was being created
             self._kill_now()
-        threading.Thread(
-            target=self._read_loop, args=(parent_end, process), name=f"wb-reader {self.spec.name}", daemon=True
-        ).start()
+        self._loop.add_reader(parent_end.fileno(), self._on_readable)
         try:
             while True:
                 message = await self._next(control, self.load_timeout_s, "loading")
@@ -142,7 +141,7 @@ class ProcessPlacement(Placement):
             await asyncio.to_thread(process.join, self.stop_timeout_s)
         if process.is_alive():
             self._kill_now()
-            await asyncio.to_thread(process.join, 2.0)
+        await asyncio.to_thread(process.join, 2.0)  # reaped: no zombie left behind
         self._close_conn()
 
     def kill(self) -> None:
@@ -158,6 +157,9 @@ class ProcessPlacement(Placement):
     def _close_conn(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
+            if self._loop is not None and not self._loop.is_closed():
+                with contextlib.suppress(OSError, ValueError):
+                    self._loop.remove_reader(conn.fileno())
             with contextlib.suppress(OSError):
                 conn.close()
 
@@ -195,6 +197,8 @@ class ProcessPlacement(Placement):
         return message.embeddings
 
     async def stats(self) -> dict[str, Any]:
+        if self.load_time_s is None:  # still loading: the child reads nothing until it is ready
+            return {"details": {"loading": True}}
         message = await self._ask(wire.StatsCommand(id=0))
         if not isinstance(message, wire.StatsResult):
             raise WorkerDied(f"worker process for {self.spec.name} answered stats with {message.kind}")
@@ -257,7 +261,11 @@ class ProcessPlacement(Placement):
 
     async def _next(self, replies: asyncio.Queue[Any], timeout_s: float, doing: str) -> Any:
         try:
-            message = await asyncio.wait_for(replies.get(), timeout_s)
+            if replies.empty():
+                async with asyncio.timeout(timeout_s):  # no task per token, unlike wait_for
+                    message = await replies.get()
+            else:
+                message = replies.get_nowait()
         except TimeoutError:
             self._die(f"hung: no message for {timeout_s:g} s while {doing}; killed")
             self._kill_now()
@@ -266,30 +274,39 @@ class ProcessPlacement(Placement):
             raise self._death  # type: ignore[misc]
         return message
 
-    def _read_loop(self, conn: Connection, process: Any) -> None:
-        """Reader thread: every message from the child goes to the loop; then the child's end."""
-        loop = self._loop
-        assert loop is not None
-        problem: str | None = None
-        while True:
-            try:
+    def _on_readable(self) -> None:
+        """The loop reads the child's messages itself when the pipe is readable: no reader thread to
+        wake (each wake-up costs latency on a busy machine). The child writes every small message in
+        one piece, so a read never waits on a half-written one for long."""
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            while conn.poll():
                 data = conn.recv_bytes(wire.MAX_MESSAGE_BYTES)
-            except (EOFError, OSError):
-                break
-            try:
-                message = wire.decode_from_worker(data)
-            except wire.WireError as error:
-                problem = f"sent a malformed message ({error}); killed"
-                with contextlib.suppress(OSError):
-                    process.kill()
-                break
+                self._deliver(wire.decode_from_worker(data))
+                if self._conn is not conn:  # a message made us close it
+                    return
+        except (EOFError, OSError):
+            self._lost(None)
+        except wire.WireError as error:
+            self._kill_now()
+            self._lost(f"sent a malformed message ({error}); killed")
+
+    def _lost(self, problem: str | None) -> None:
+        """The pipe ended: stop reading, reap the child off the loop, then report its death."""
+        self._close_conn()
+        process, loop = self._process, self._loop
+        assert loop is not None
+
+        def reap() -> None:
+            if process is not None:
+                process.join(5.0)
+            described = problem or f"died: {_describe_exit(process.exitcode if process is not None else None)}"
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening
-                loop.call_soon_threadsafe(self._deliver, message)
-        process.join(5.0)
-        if problem is None:
-            problem = f"died: {_describe_exit(process.exitcode)}"
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._die, problem)
+                loop.call_soon_threadsafe(self._die, described)
+
+        threading.Thread(target=reap, name=f"wb-reap {self.spec.name}", daemon=True).start()
 
     def _deliver(self, message: Any) -> None:
         request_id = getattr(message, "id", None)
@@ -340,51 +357,55 @@ def _exit_when_orphaned(parent_pid: int) -> None:
 
 
 class _WorkerLoop:
-    """The child's two threads: the main one loads and runs requests in order; a reader takes
-    commands, answering stats and cancels at once."""
+    """The child's main thread does everything: it loads, then takes commands one at a time; while a
+    stream runs it looks at the pipe between tokens (a `poll`, no blocking) to take a cancel (the
+    stream stops at its next token) or answer stats. No reader thread: every thread hand-off costs
+    a scheduler wake-up, which is most of the latency a busy machine adds."""
 
     def __init__(self, conn: Connection, spec: WorkerSpec) -> None:
         self.conn = conn
         self.spec = spec
         self.worker: ModelWorker | None = None
-        self.commands: queue.Queue[Any] = queue.Queue()
-        self.cancels: dict[int, threading.Event] = {}
-        self.cancels_lock = threading.Lock()
-        self.send_lock = threading.Lock()
+        self.pending: collections.deque[Any] = collections.deque()  # commands that came during a stream
+        self.cancelled: set[int] = set()  # cancels for streams that had not begun
 
     def send(self, message: wire._Message) -> None:
-        data = wire.encode(message)
-        with self.send_lock:
-            try:
-                self.conn.send_bytes(data)
-            except OSError:  # the app is gone
-                os._exit(0)
+        try:
+            self.conn.send_bytes(wire.encode(message))
+        except OSError:  # the app is gone
+            os._exit(0)
 
-    def cancel_flag(self, request_id: int) -> threading.Event:
-        with self.cancels_lock:
-            return self.cancels.setdefault(request_id, threading.Event())
-
-    def read(self) -> None:
+    def receive(self) -> Any:
         while True:
             try:
-                command = wire.decode_to_worker(self.conn.recv_bytes())
+                return wire.decode_to_worker(self.conn.recv_bytes())
             except (EOFError, OSError):
                 os._exit(0)  # the app closed the pipe or died: never outlive it
             except wire.WireError:
                 continue  # the app sends only valid commands; ignore anything else
+
+    def answer_stats(self, command: wire.StatsCommand) -> None:
+        try:
+            stats = self.worker.stats() if self.worker is not None else {}
+            self.send(wire.StatsResult(id=command.id, stats=stats))
+        except Exception as error:  # noqa: BLE001 - reported to the app
+            self.send(wire.failure_from(error, command.id))
+
+    def look_in(self, running: int, cancel: threading.Event) -> None:
+        """Between two tokens: take what arrived without waiting."""
+        while self.conn.poll():
+            command = self.receive()
             if isinstance(command, wire.CancelCommand):
-                self.cancel_flag(command.id).set()
+                if command.id == running:
+                    cancel.set()
+                else:
+                    self.cancelled.add(command.id)
             elif isinstance(command, wire.StatsCommand):
-                try:
-                    stats = self.worker.stats() if self.worker is not None else {}
-                    self.send(wire.StatsResult(id=command.id, stats=stats))
-                except Exception as error:  # noqa: BLE001 - reported to the app
-                    self.send(wire.failure_from(error, command.id))
+                self.answer_stats(command)
             else:
-                self.commands.put(command)
+                self.pending.append(command)
 
     def run(self) -> None:
-        threading.Thread(target=self.read, name="wb-commands", daemon=True).start()
         try:
             worker = load_worker_class(self.spec.factory)(self.spec)
             worker.import_libraries()
@@ -397,7 +418,7 @@ class _WorkerLoop:
             self.send(wire.failure_from(error, None))
             return
         while True:
-            command = self.commands.get()
+            command = self.pending.popleft() if self.pending else self.receive()
             if isinstance(command, wire.ShutdownCommand):
                 worker.unload()
                 return
@@ -408,18 +429,22 @@ class _WorkerLoop:
                     self.send(wire.EmbedResult(id=command.id, embeddings=worker.embed(command.request)))
                 except Exception as error:  # noqa: BLE001 - the request failed, the worker serves on
                     self.send(wire.failure_from(error, command.id))
+            elif isinstance(command, wire.StatsCommand):
+                self.answer_stats(command)
+            elif isinstance(command, wire.CancelCommand):
+                self.cancelled.add(command.id)  # its stream is still queued (or already over)
 
     def serve_stream(self, worker: ModelWorker, command: wire.StreamCommand) -> None:
-        cancel = self.cancel_flag(command.id)
+        cancel = threading.Event()
         try:
-            if not cancel.is_set():  # cancelled while it waited: never start it
+            if command.id in self.cancelled:  # cancelled while it waited: never start it
+                self.cancelled.discard(command.id)
+            else:
                 for chunk in worker.stream(command.operation, command.request, cancel):
                     self.send(wire.ChunkMessage(id=command.id, chunk=chunk))
+                    self.look_in(command.id, cancel)
                     if cancel.is_set():
                         break
             self.send(wire.End(id=command.id))
         except Exception as error:  # noqa: BLE001 - the request failed, the worker serves on
             self.send(wire.failure_from(error, command.id))
-        finally:
-            with self.cancels_lock:
-                self.cancels.pop(command.id, None)
