@@ -32,11 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--sessions", metavar="DIR", help="folder for session files (default: ./sessions)")
     parser.add_argument("--theme", help="theme to start with")
-    parser.add_argument(
-        "--otel", choices=("console", "otlp"),
-        help="send OpenTelemetry traces and metrics to the console or an OTLP endpoint (OTEL_* variables "
-             "configure it; they alone also switch it on)",
-    )
+    otel_help = ("send OpenTelemetry traces and metrics to the console or an OTLP endpoint (OTEL_* variables "
+                 "configure it; they alone also switch it on)")
+    parser.add_argument("--otel", choices=("console", "otlp"), help=otel_help)
     from workbench.runtimes.placement import COMMAND_PLACEMENT, placement_names
 
     placement_help = (f"where in-process runtimes (transformers, torch) run their model: {', '.join(placement_names())} "
@@ -62,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "--placement", choices=placement_names(), default=argparse.SUPPRESS, help=placement_help,
                 action=_Chosen)
             subparsers.choices[name].add_argument("--ray", metavar="ADDRESS", default=argparse.SUPPRESS, help=ray_help)
+    for command in subparsers.choices.values():  # `workbench serve --otel otlp` as well as before the command
+        command.add_argument("--otel", choices=("console", "otlp"), default=argparse.SUPPRESS, help=otel_help)
     return parser
 
 

@@ -289,3 +289,12 @@ async def test_otlp_mode_exports_spans_and_metrics_over_http(monkeypatch) -> Non
     traces.ParseFromString(next(body for path, _, body in received if path == "/v1/traces"))
     names = [span.name for resource in traces.resource_spans for scope in resource.scope_spans for span in scope.spans]
     assert names == ["chat echo"]
+
+
+def test_otel_is_taken_before_or_after_the_command() -> None:
+    from workbench.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["serve", "--otel", "otlp", "--actor", "x"]).otel == "otlp"
+    assert parser.parse_args(["--otel", "console", "ps"]).otel == "console"
+    assert parser.parse_args(["logs", "a"]).otel is None
