@@ -86,6 +86,18 @@ async def ask(actor: Any, tokens: int) -> tuple[float, float]:
     return metrics.decode_tokens_per_s or 0.0, metrics.ttft_s or 0.0
 
 
+def wire_cost_us(count: int = 20_000) -> float:
+    """Microseconds to encode (child side) and validate (app side) one streamed chunk."""
+    from workbench.runtimes.placement import wire
+    from workbench.runtimes.types import Chunk
+
+    message = wire.ChunkMessage(id=7, chunk=Chunk(text=" Paris", tokens=1))
+    started = time.perf_counter()
+    for _ in range(count):
+        wire.decode_from_worker(wire.encode(message))
+    return (time.perf_counter() - started) / count * 1e6
+
+
 async def main(threads: int, rounds: int, tokens: int, ray_address: str | None) -> None:
     load = os.getloadavg()
     print(f"threads per actor: {threads}   cores: {os.cpu_count()}   rounds: {rounds}   new tokens: {tokens}   "
@@ -132,6 +144,16 @@ async def main(threads: int, rounds: int, tokens: int, ray_address: str | None) 
             ray_ms = (statistics.median(ttft[(runtime, "ray")]) - statistics.median(ttft[(runtime, "process")])) * 1000
             print(f"{'':<13}{'ray/process':<24}{ray_rate / process_rate:.1%} of tok/s, TTFT {ray_ms:+.1f} ms "
                   f"(targets: >= 95%, <= +20 ms)")
+
+    print()
+    print("process transport, machine noise aside (what the token path adds per token):")
+    print(f"  wire encode+decode of one chunk message: {wire_cost_us():.1f} us")
+    trips = []
+    for _ in range(50):
+        started = time.perf_counter()
+        await actors[("torch", "process")].placement.stats()
+        trips.append(time.perf_counter() - started)
+    print(f"  pipe round trip to an idle worker (a stats request, median of 50): {statistics.median(trips) * 1000:.2f} ms")
 
     print()
     print("start-to-ready (start() until wait_ready() returns; for process: spawn + imports + load):")
