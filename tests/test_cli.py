@@ -14,7 +14,7 @@ import pytest
 from workbench.cli import COMMAND_MODULES, build_parser, main
 
 TESTS_BIN = Path(__file__).parent / "bin"
-RUNTIMES = {"transformers", "torch", "ollama-rest", "ollama-lib", "ollama-cli"}
+RUNTIMES = {"transformers", "torch", "ollama-rest", "ollama-lib", "ollama-cli", "openai"}
 
 
 def workbench(*args: str, path_prefix: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -47,7 +47,7 @@ def reports() -> dict[str, dict[str, object]]:
     return {report["name"]: report for report in json.loads(done.stdout)}
 
 
-def test_runtimes_json_lists_all_five_with_availability_and_reasons(reports: dict[str, dict[str, object]]) -> None:
+def test_runtimes_json_lists_every_runtime_with_availability_and_reasons(reports: dict[str, dict[str, object]]) -> None:
     assert set(reports) == RUNTIMES
     for report in reports.values():
         assert isinstance(report["available"], bool) and report["summary"]
