@@ -154,6 +154,10 @@ async def test_ctrl_b_opens_the_benchmark_screen_on_the_panes_actors(make_app):
         await pilot.press("ctrl+b")
         await wait_until(pilot, lambda: isinstance(app.screen, BenchmarkScreen))
         assert [actor.name for actor in app.screen.actors] == ["scripted:a", "scripted:b"]
+        bench_screen = app.screen
+        await pilot.press("ctrl+r")  # the screen's Run, not the main screen's "as context"
+        await wait_until(pilot, lambda: bench_screen.runner is not None or bench_screen.saved_path is not None)
+        bench_screen.action_stop()
         await pilot.press("escape")
         await wait_until(pilot, lambda: not isinstance(app.screen, BenchmarkScreen))
 

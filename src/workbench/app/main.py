@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
@@ -243,6 +244,15 @@ class WorkbenchApp(App[int]):
             return
         for pane in targets:
             pane.send(event.text)
+
+    # Prompt bindings are priority bindings (the prompt box must not swallow them), so on another
+    # screen they would steal that screen's own keys (the benchmark screen's ctrl+r is Run).
+    PROMPT_ACTIONS: ClassVar[frozenset[str]] = frozenset({"send_all", "read_context"})
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in self.PROMPT_ACTIONS and len(self.screen_stack) > 1:
+            return False  # not handled here: the key goes on to the screen on top
+        return True
 
     def action_send_all(self) -> None:
         self.query_one(PromptBox).take(to_all=True)
