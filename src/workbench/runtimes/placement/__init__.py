@@ -1,5 +1,7 @@
-"""Where an in-process runtime's model runs: `thread` (in the app), `process` (a child of its own),
-and room for more (`register_placement`). See `base.py` for the contract."""
+"""Where an in-process runtime's model runs: `thread` (in the app; the library default),
+`process` (a child of its own; the commands' and the app's default, so each model's memory is its
+own), `ray` (a Ray actor, extra `ray`), and room for more (`register_placement`). See `base.py`
+for the contract."""
 
 from workbench.runtimes.placement.base import (
     COMMAND_PLACEMENT,
