@@ -283,6 +283,60 @@ async def test_stop_without_drain_cancels_running_and_queued_work() -> None:
     assert actor.state == ActorState.STOPPED
 
 
+class SlowStarter(Actor):
+    """An actor whose start waits on a gate, as a model load does; `on_stopping` can end it at once."""
+
+    def __init__(self, *, abandon: bool) -> None:
+        super().__init__(limit=ConcurrencyLimit(8))
+        self.abandon = abandon
+        self.loading = asyncio.Event()
+        self.load_ended = asyncio.Event()
+        self.stopping_calls = 0
+
+    async def on_start(self) -> None:
+        self.loading.set()
+        await self.load_ended.wait()
+
+    async def on_stopping(self) -> bool:
+        self.stopping_calls += 1
+        if self.state == ActorState.STARTING and self.abandon:
+            self.load_ended.set()  # the "load" is killed
+            return True
+        return False
+
+    async def handle_echo(self, message: Message) -> Any:
+        return message.payload
+
+
+async def test_on_stopping_runs_before_stop_waits_and_may_drop_the_queue() -> None:
+    actor = SlowStarter(abandon=True)
+    queued = actor.send("echo", 1)
+    await asyncio.wait_for(actor.loading.wait(), BOUND_S)
+    await asyncio.wait_for(actor.stop(), BOUND_S)  # would wait for the gate forever without the hook
+    assert actor.stopping_calls == 1 and actor.state == ActorState.STOPPED
+    with pytest.raises(MessageCancelled):
+        await queued  # dropped, not drained: the hook said nothing is left to run it on
+
+
+async def test_on_stopping_runs_at_the_start_of_restart() -> None:
+    actor = SlowStarter(abandon=True)
+    actor.start()
+    await asyncio.wait_for(actor.loading.wait(), BOUND_S)
+    await asyncio.wait_for(actor.restart(), BOUND_S)
+    assert actor.stopping_calls == 1 and actor.restarts == 1
+    await asyncio.wait_for(actor.wait_ready(), BOUND_S)  # the gate is open now: the fresh start ends
+    assert await actor.send("echo", "b") == "b"
+    await actor.stop()
+
+
+async def test_on_stopping_default_keeps_draining() -> None:
+    actor = SlowStarter(abandon=False)
+    actor.load_ended.set()
+    replies = [actor.send("echo", n) for n in range(3)]
+    await actor.stop(drain=True)
+    assert [await reply for reply in replies] == [0, 1, 2] and actor.stopping_calls == 1
+
+
 async def test_restart_after_stop_serves_again() -> None:
     actor = Worker()
     states: list[Any] = []

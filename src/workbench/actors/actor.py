@@ -207,6 +207,13 @@ class Actor(EventEmitter):
     async def on_stop(self) -> None:
         """Runs once the worker has ended: free what `on_start` took."""
 
+    async def on_stopping(self) -> bool:
+        """Runs at the start of `stop()` and `restart()` (the lifecycle lock held), before they wait
+        for the worker: the place to end work that would make them wait, such as a model load that
+        can be killed. Return True when the queued messages can no longer run (nothing is left to run
+        them on), so the stop drops them instead of draining; the default does nothing."""
+        return False
+
     # ----- message handling ----------------------------------------------------------------------
     def receive(self, message: Message) -> Any:
         """Seed 000's abstract `*send`: dispatch to `handle_<operation>`."""
@@ -286,6 +293,8 @@ class Actor(EventEmitter):
     async def _stop_now(self, *, drain: bool) -> None:
         """stop()'s work; the caller holds `_lifecycle`."""
         self._accepting = False
+        if await self.on_stopping():
+            drain = False
         if not drain:
             self._cancel_all()
         if self.state == ActorState.STOPPED and self._worker is None:

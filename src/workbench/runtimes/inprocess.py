@@ -117,17 +117,16 @@ class InProcessModelRuntimeActor(ModelRuntimeActor):
         if placement is not None:
             await placement.stop()
 
-    async def _stop_now(self, *, drain: bool) -> None:
-        """The actor core's step shared by `stop()` and `restart()` (and so the app's quit): a worker
-        still loading is killed at once (when its placement can be), and the queued messages are
-        dropped, as there is no model to run them on. Hand-written over the core's private step
-        because neither public method may wait for a load that can be ended now."""
+    async def on_stopping(self) -> bool:
+        """`stop()` and `restart()` (and so the app's quit) never wait for a load that can be ended
+        now: a worker still loading is killed at once (when its placement can be), and the queued
+        messages are dropped, as there is no model to run them on."""
         placement = self.placement
         if self.state == ActorState.STARTING and placement is not None and placement.interruptible:
             self._aborting_load = True
             placement.kill()
-            drain = False
-        await super()._stop_now(drain=drain)  # type: ignore[misc]
+            return True
+        return False
 
     def memory_target(self) -> ProcessTarget | None:
         placement = self.placement
