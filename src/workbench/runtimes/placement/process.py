@@ -31,7 +31,9 @@ import contextlib
 import itertools
 import multiprocessing
 import os
+import re
 import signal
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -40,6 +42,7 @@ from typing import Any
 
 from workbench.metrics.memory import MemoryReading, ProcessMemory, node_name, read_memory
 from workbench.metrics.sampler import ProcessTarget
+from workbench.paths import cache_dir
 from workbench.runtimes.placement import wire
 from workbench.runtimes.placement.base import (
     ModelWorker,
@@ -96,10 +99,12 @@ class ProcessPlacement(Placement):
         control: asyncio.Queue[Any] = asyncio.Queue()
         self._queues[_CONTROL] = control
         context = multiprocessing.get_context("spawn")
+        output = _worker_output_path(self.spec.name)
+        _start_resource_tracker()
         parent_end, child_end = context.Pipe(duplex=True)
         process = context.Process(
             target=worker_main,
-            args=(child_end, self.spec.model_dump_json(), os.getpid()),
+            args=(child_end, self.spec.model_dump_json(), os.getpid(), output),
             name=f"workbench worker {self.spec.name}",
             daemon=True,
         )
@@ -336,8 +341,54 @@ def _describe_exit(code: int | None) -> str:
 
 
 # ----- the child --------------------------------------------------------------------------------------
-def worker_main(conn: Connection, spec_json: str, parent_pid: int) -> None:
+def _has_real_stderr() -> bool:
+    try:
+        return sys.stderr is not None and sys.stderr.fileno() >= 0
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _worker_output_path(name: str) -> str | None:
+    """Where the worker's stdout/stderr go: inherited when ours is a real file; else (inside the
+    Textual app, whose capture object has no file descriptor and whose screen is the terminal) a
+    log file per worker, so a library's warnings never write over the app's screen."""
+    if _has_real_stderr():
+        return None
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "worker"
+    folder = cache_dir("logs")
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder / f"worker-{safe}.log")
+
+
+def _start_resource_tracker() -> None:
+    """multiprocessing starts its resource tracker lazily and hands it `sys.stderr.fileno()`; inside
+    the Textual app that is -1, and spawning fails with "bad value(s) in fds_to_keep". Start the
+    tracker once with the real stderr (called on the event loop's thread, the only one that writes
+    to the app's stderr capture, so the brief swap is not seen by anyone)."""
+    if _has_real_stderr():
+        return
+    from multiprocessing import resource_tracker
+
+    captured = sys.stderr
+    sys.stderr = sys.__stderr__
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        sys.stderr = captured
+
+
+def _redirect_output(path: str) -> None:
+    """Point this process's fds 1 and 2 at `path` (appended), so native code's output goes there too."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def worker_main(conn: Connection, spec_json: str, parent_pid: int, output: str | None = None) -> None:
     """Entry point of the worker process (spawned; runs nothing but this)."""
+    if output is not None:
+        _redirect_output(output)
     _exit_when_orphaned(parent_pid)
     spec = WorkerSpec.model_validate_json(spec_json)
     threads = spec.options.get("threads")
