@@ -3,8 +3,8 @@
 Latency metrics are summarised over successful requests only (p50/p90/p99 with linear
 interpolation, and the mean); ITL pools every gap of every request, as vLLM reports it.
 Throughput is over the level's wall time: successful requests (or their output tokens) divided
-by the time from the first request sent to the last one finished. Accuracy is over the requests
-of the answered requests whose prompt had an expectation (failed requests show in `errors`).
+by the time from the first request sent to the last one finished. Accuracy is over the answered
+requests whose prompt had an expectation (failed requests show in `errors`).
 """
 
 from __future__ import annotations

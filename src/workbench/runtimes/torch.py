@@ -7,8 +7,8 @@ the sampling loop: `workbench.engine` reads the GGUF and decodes with its own ke
 fp32 greedy output). The tokenizer and chat template are built from the GGUF's own metadata
 (`tokenizers` and a sandboxed jinja2 template): `torch:` runs without transformers installed.
 
-Streaming: the engine yields token ids in the worker (`TorchWorker`, on a thread or in a process of
-its own, see `runtimes/placement/`); text is detokenised
+Streaming: the engine yields token ids in the worker (`TorchWorker`, on a thread, in a process of
+its own or in a Ray actor, see `runtimes/placement/`); text is detokenised
 incrementally (multi-byte characters kept whole) and stop strings are matched on the text with
 the shared `StopMatcher`, so every runtime trims them the same way. A cancelled stream stops within
 one token. Thinking follows the transformers runtime's prompt convention for models without a

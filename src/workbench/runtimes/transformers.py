@@ -4,7 +4,8 @@ MODEL is anything the catalog resolves: `smollm2`, `minilm`, a local `.gguf` fil
 folder. Loading goes through `workbench.models.loading` (converted-GGUF cache, memory check).
 
 Decoding is our own loop over `model(...)` with the KV cache (`past_key_values`), run by the
-actor's `TransformersWorker` (on a thread or in a process of its own, see `runtimes/placement/`): it yields each token as it is made, checks the cancel flag
+actor's `TransformersWorker` (on a thread, in a process of its own or in a Ray actor, see
+`runtimes/placement/`): it yields each token as it is made, checks the cancel flag
 between tokens (a cancelled stream stops within one token), and keeps the throughput of
 `model.generate` (benchmarks/inprocess.py measures both side by side). Temperature 0 or unset means
 greedy decoding, which is reproducible; otherwise temperature, top-k and top-p sampling with a
