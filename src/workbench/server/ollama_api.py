@@ -7,8 +7,9 @@ Requests go through the actors' mailboxes and so through the global concurrency 
 Shapes follow Ollama: NDJSON streams (`application/x-ndjson`, `stream` defaults to true), `created_at`
 in RFC 3339 with nanoseconds, `done` / `done_reason`, `{"error": "..."}` bodies (404 for an unknown
 model, 400 for bad JSON, missing fields or wrong types: bodies are validated by pydantic models of
-Ollama's request types, unknown fields ignored as Go's decoder does), an `{"error": ...}` line when a
-stream fails after it began.
+Ollama's request types, unknown fields ignored as Go's decoder does; 503 naming the model for one whose
+actor is stopped or failed, 502/504 for a runtime server behind it that failed or timed out; see
+`status_for`), an `{"error": ...}` line when a stream fails after it began.
 The final object's nanosecond metrics are the nearest honest analogues of Ollama's, from our own
 measurements: `total_duration` is end to end, `prompt_eval_duration` is start to first token
 (prefill), `eval_duration` first to last token, counts are the actor's token counts; `load_duration`
@@ -36,7 +37,19 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from workbench import __version__
-from workbench.errors import ModelNotFound, NotSupported, WorkbenchError
+from workbench.actors import ActorState
+from workbench.errors import (
+    ActorFailed,
+    ActorStopped,
+    MessageCancelled,
+    ModelNotFound,
+    NotSupported,
+    RuntimeHTTPError,
+    RuntimeProtocolError,
+    RuntimeTimeout,
+    RuntimeUnavailable,
+    WorkbenchError,
+)
 from workbench.metrics.request import RequestMetrics
 from workbench.runtimes.base import ModelRuntimeActor, image_to_data_url
 from workbench.runtimes.ollama_common import options_from_ollama
@@ -289,7 +302,7 @@ class OllamaAPI:
                 message["thinking"] = thinking
             return {"model": name, "created_at": rfc3339_nano(), "message": message, "done": False}
 
-        await self._generation(responder, body, lambda: served.actor.chat(messages, options=options), frame)
+        await self._generation(responder, body, served, lambda: served.actor.chat(messages, options=options), frame)
 
     async def generate(self, request: Request, responder: Responder) -> None:
         body = _parsed(request, GenerateBody)
@@ -318,7 +331,7 @@ class OllamaAPI:
             item["done"] = False
             return item
 
-        await self._generation(responder, body, start, frame)
+        await self._generation(responder, body, served, start, frame)
 
     def _options(self, body: _ModelBody) -> GenerationOptions:
         return _options(body, self.parameters)
@@ -335,24 +348,28 @@ class OllamaAPI:
         else:
             await responder.send_json(200, item)
 
-    async def _generation(self, responder: Responder, body: _TextBody, start: Any, frame: Any) -> None:
+    async def _generation(self, responder: Responder, body: _TextBody, served: Served, start: Any,
+                          frame: Any) -> None:
         """Run one text operation and answer it streamed or whole; a disconnect cancels it."""
         try:
             reply = start()
-        except (NotSupported, ValueError, FileNotFoundError) as error:
+        except FileNotFoundError as error:
             raise BadRequest(str(error)) from None
+        except (WorkbenchError, ValueError) as error:  # a stopped actor refuses at once: 503, not 500
+            raise refusal_for(error, served) from None
         streamed = body.stream is not False
-        await answer_reply(responder, reply, self._stream(responder, reply, frame) if streamed
-                           else self._whole(responder, reply, frame))
+        await answer_reply(responder, reply, self._stream(responder, served, reply, frame) if streamed
+                           else self._whole(responder, served, reply, frame))
 
-    async def _stream(self, responder: Responder, reply: Any, frame: Any) -> None:
+    async def _stream(self, responder: Responder, served: Served, reply: Any, frame: Any) -> None:
         chunks: AsyncIterator[Chunk] = reply.__aiter__()
         try:
             first = await anext(chunks)
         except StopAsyncIteration:
             first = None
         except Exception as error:  # nothing sent yet: answer with a status, as Ollama does
-            await responder.send_json(status_for(error), {"error": str(error)})
+            refusal = refusal_for(error, served)
+            await responder.send_json(refusal.status, {"error": str(refusal)})
             return
         await responder.start(200, NDJSON)
         try:
@@ -366,18 +383,19 @@ class OllamaAPI:
                     await responder.write(_line(frame(chunk.text, chunk.thinking)))
                 chunk = await anext(chunks, None)
         except WorkbenchError as error:
-            await responder.write(_line({"error": str(error)}))
+            await responder.write(_line({"error": str(refusal_for(error, served))}))
         except Exception as error:  # noqa: BLE001 - a model failure mid-stream: tell the client, as Ollama does
             if isinstance(error, asyncio.CancelledError):
                 raise
             await responder.write(_line({"error": f"{type(error).__name__}: {error}"}))
         await responder.end()
 
-    async def _whole(self, responder: Responder, reply: Any, frame: Any) -> None:
+    async def _whole(self, responder: Responder, served: Served, reply: Any, frame: Any) -> None:
         try:
             completion = await reply
         except Exception as error:
-            await responder.send_json(status_for(error), {"error": str(error)})
+            refusal = refusal_for(error, served)
+            await responder.send_json(refusal.status, {"error": str(refusal)})
             return
         item = frame(completion.text, completion.thinking)
         item.update(_final_fields(completion.metrics, completion.finish_reason))
@@ -421,12 +439,8 @@ class OllamaAPI:
             raise BadRequest(f'"{served.name}" does not support embeddings')
         try:
             return await served.actor.embed(inputs, options=self._options(body))
-        except (NotSupported, ValueError) as error:
-            raise BadRequest(str(error)) from None
-        except ModelNotFound as error:
-            raise BadRequest(str(error), 404) from None
         except Exception as error:
-            raise BadRequest(str(error), 500) from None
+            raise refusal_for(error, served) from None
 
 
 # ----- helpers ---------------------------------------------------------------------------------------------------
@@ -476,11 +490,36 @@ def _final_fields(metrics: RequestMetrics | None, finish_reason: str | None) -> 
 
 
 def status_for(error: BaseException) -> int:
+    """The HTTP status that names what went wrong: bad input 400, no such model file 404, a model not
+    running or a runtime missing 503, a runtime server behind it that failed 502 or timed out 504;
+    anything else is our own fault, 500."""
     if isinstance(error, (NotSupported, ValueError)):
         return 400
     if isinstance(error, ModelNotFound):
         return 404
+    if isinstance(error, (ActorStopped, ActorFailed, RuntimeUnavailable)):
+        return 503
+    if isinstance(error, (RuntimeHTTPError, RuntimeProtocolError)):
+        return 502
+    if isinstance(error, RuntimeTimeout):
+        return 504
     return 500
+
+
+def refusal_for(error: BaseException, served: Served) -> BadRequest:
+    """How a request is refused when `served`'s actor raised `error` (each API answers it in its own
+    error shape). A stopped or FAILED actor is 503 naming the model and the way back (a message cancelled
+    because its actor was being stopped counts as stopped), not a bare 500."""
+    actor = served.actor
+    stopping = actor.state in (ActorState.STOPPING, ActorState.STOPPED)
+    if isinstance(error, ActorStopped) or (isinstance(error, MessageCancelled) and stopping):
+        why = f"its actor {actor.name} is stopped"
+    elif isinstance(error, ActorFailed):
+        why = f"its actor {actor.name} failed ({actor.last_error or error})"
+    else:
+        return BadRequest(str(error) or type(error).__name__, status_for(error))
+    return BadRequest(f"model '{served.name}' is not running: {why}; restart it (workbench restart {actor.name})",
+                      503, code="model_not_running")
 
 
 def _line(item: dict[str, Any]) -> bytes:

@@ -15,7 +15,8 @@ ending with `data: [DONE]`), `/v1/embeddings` (`float` or `base64` vectors, unit
 - `tools` and a `response_format` other than text are refused (400): no runtime here can honour them,
   and an answer that ignored them would pass for a real one.
 - Errors have OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`: 400 for a body that
-  fails validation (naming the field), 404 `model_not_found`, 413 for a prompt over the limit; an
+  fails validation (naming the field), 404 `model_not_found`, 413 for a prompt over the limit, 503
+  `model_not_running` for a model whose actor is stopped or failed; an
   error after a stream began is sent as one `data: {"error": ...}` event and the stream ends.
 """
 
@@ -31,13 +32,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from workbench.errors import NotSupported
+from workbench.errors import WorkbenchError
 from workbench.metrics.request import RequestMetrics
 from workbench.runtimes.ollama_common import options_from_ollama
 from workbench.runtimes.types import ChatMessage, Chunk, GenerationOptions, ImagePart, ImageURL, TextPart
 from workbench.server.bodies import BadRequest, check_prompt_size, json_object, validated
 from workbench.server.http import Request, Responder
-from workbench.server.ollama_api import Served, answer_reply, status_for, tagged, unit_vector
+from workbench.server.ollama_api import Served, answer_reply, refusal_for, tagged, unit_vector
 from workbench.server.routes import Route
 
 SSE = "text/event-stream"
@@ -220,23 +221,25 @@ class OpenAIAPI:
                           start: Callable[[], Any], *, chat: bool) -> None:
         try:
             reply = start()
-        except (NotSupported, ValueError) as error:
-            raise BadRequest(str(error)) from None
+        except (WorkbenchError, ValueError) as error:  # a stopped actor refuses at once: 503, not 500
+            raise refusal_for(error, served) from None
         shape = _Shape(body.model, chat, bool(body.stream_options and body.stream_options.include_usage))
-        await answer_reply(responder, reply, self._stream(responder, reply, shape) if body.stream
-                           else self._whole(responder, reply, shape))
+        await answer_reply(responder, reply, self._stream(responder, served, reply, shape) if body.stream
+                           else self._whole(responder, served, reply, shape))
 
-    async def _stream(self, responder: Responder, reply: Any, shape: _Shape) -> None:
+    async def _refuse(self, responder: Responder, served: Served, error: Exception) -> None:
+        refusal = refusal_for(error, served)
+        await responder.send_json(refusal.status, openai_error(responder.path, refusal.status, str(refusal),
+                                                               code=refusal.code))
+
+    async def _stream(self, responder: Responder, served: Served, reply: Any, shape: _Shape) -> None:
         chunks: AsyncIterator[Chunk] = reply.__aiter__()
         try:
             first = await anext(chunks)
         except StopAsyncIteration:
             first = None
         except Exception as error:  # nothing sent yet: answer with a status
-            if isinstance(error, asyncio.CancelledError):
-                raise
-            status = status_for(error)
-            await responder.send_json(status, openai_error(responder.path, status, str(error)))
+            await self._refuse(responder, served, error)
             return
         await responder.start(200, SSE)
         try:
@@ -257,18 +260,16 @@ class OpenAIAPI:
         except Exception as error:  # noqa: BLE001 - a failure mid-stream: tell the client in the stream
             if isinstance(error, asyncio.CancelledError):
                 raise
-            await responder.write(_event(openai_error(responder.path, 500, f"{type(error).__name__}: {error}"
-                                                      if not str(error) else str(error))))
+            refusal = refusal_for(error, served)
+            await responder.write(_event(openai_error(responder.path, refusal.status, str(refusal),
+                                                      code=refusal.code)))
         await responder.end()
 
-    async def _whole(self, responder: Responder, reply: Any, shape: _Shape) -> None:
+    async def _whole(self, responder: Responder, served: Served, reply: Any, shape: _Shape) -> None:
         try:
             completion = await reply
         except Exception as error:
-            if isinstance(error, asyncio.CancelledError):
-                raise
-            status = status_for(error)
-            await responder.send_json(status, openai_error(responder.path, status, str(error)))
+            await self._refuse(responder, served, error)
             return
         await responder.send_json(200, shape.whole(completion.text, completion.thinking,
                                                    _finish(completion.finish_reason), completion.metrics))
@@ -285,10 +286,8 @@ class OpenAIAPI:
         check_prompt_size(*inputs)
         try:
             result = await served.actor.embed(inputs)
-        except (NotSupported, ValueError) as error:
-            raise BadRequest(str(error)) from None
         except Exception as error:
-            raise BadRequest(str(error), status_for(error)) from None
+            raise refusal_for(error, served) from None
         vectors = result.vectors if result.normalized else [unit_vector(v) for v in result.vectors]
         as_base64 = body.encoding_format == "base64"
         data = [{"object": "embedding", "index": index,
