@@ -9,7 +9,8 @@ from workbench.commands.control import add_common, call, print_json
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("restart", help="restart an actor of a running workbench serve")
+    parser = subparsers.add_parser(
+        "restart", description="Restart an actor of a running `workbench serve`: a new worker, the model loaded again.", help="restart an actor of a running workbench serve")
     parser.add_argument("actor", help="actor name, spec or served model name")
     add_common(parser)
     parser.set_defaults(handler=run)

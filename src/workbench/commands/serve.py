@@ -21,7 +21,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                     "head, a 16 MiB body, prompts of 1 M characters, 10 s for a head, 30 s idle.",
     )
     parser.add_argument("--actor", dest="serve_actors", action="append", default=[], metavar="SPEC",
-                        help="an actor to serve (runtime:model); repeat for more models")
+                        help="an actor to serve (runtime:model, an in-process one optionally @process|@thread|@ray); "
+                             "repeat for more models")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=11434, help="port to bind; 0 picks a free one (default: 11434)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
