@@ -31,3 +31,17 @@ async def test_bench_run_file_carries_the_servers_figures(replay: ReplayServer, 
     assert run["records"][0]["metrics"]["output_tokens"] == 3  # the server's usage, not our count
     assert run["versions"][f"server:{spec}"] == "llama.cpp b6497-cd08fc3e"
     assert replay.requests[-1]["max_tokens"] == 4
+
+
+async def test_bench_records_an_actor_made_as_dash_under_the_model_it_resolved(replay: ReplayServer,
+                                                                             tmp_path: Path) -> None:
+    out = tmp_path / "run.json"
+    asked = f"openai:-@{replay.url}"
+    code = await asyncio.to_thread(main, ["bench", "--actor", asked, "--max-tokens", "4", "--quiet", "-o", str(out)])
+    assert code == 0
+    run = json.loads(out.read_text())
+    resolved = f"openai:llamacpp@{replay.url}"
+    assert {record["actor"] for record in run["records"]} == {resolved}
+    assert {summary["actor"] for summary in run["summaries"]} == {resolved}
+    assert run["versions"][f"server:{resolved}"] == "llama.cpp b6497-cd08fc3e"
+    assert run["config"]["actors"] == [asked]  # the config as asked: running it again resolves afresh

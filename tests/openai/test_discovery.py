@@ -64,3 +64,19 @@ async def test_runtimes_host_says_whether_an_openai_server_answers(replay: Repla
     reports = {entry["name"]: entry for entry in json.loads(capsys.readouterr().out)}
     assert not reports["openai"]["available"]
     assert f"not reachable at http://127.0.0.1:{dead}/v1" in reports["openai"]["reason"]
+
+
+async def test_actors_screen_names_an_actor_made_as_dash_by_the_model_it_resolved(replay: ReplayServer,
+                                                                                 tmp_path: Path) -> None:
+    from workbench.app.widgets.actor_status import ActorStatusTable
+
+    app = WorkbenchApp([f"openai:-@{replay.url}"], tmp_path / "sessions", sample_interval_s=None)
+    async with app.run_test(size=(160, 45)) as pilot:
+        actor = app.panes[0].actor
+        assert actor is not None
+        await actor.wait_ready()
+        await pilot.press("f2")
+        await pilot.pause()
+        row = app.screen.query_one(ActorStatusTable).get_row_at(0)
+        assert row[1] == "openai:llamacpp"
+        assert "openai:llamacpp" in str(app.screen.query_one("#streams-text", Static).render())

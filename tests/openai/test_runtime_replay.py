@@ -194,6 +194,21 @@ async def test_model_dash_takes_the_only_model_and_refuses_a_choice(replay: Repl
         replay.models = ["llamacpp"]
 
 
+async def test_an_actor_made_as_dash_is_labelled_with_the_model_it_resolved(replay: ReplayServer) -> None:
+    actor = create_actor(f"openai:-@{replay.url}")
+    assert actor.label == "openai:-"
+    actor.start()
+    await actor.wait_ready()
+    assert actor.label == "openai:llamacpp" and actor.spec == f"openai:llamacpp@{replay.url}"
+    assert actor.name == "openai:-"  # the key the supervisor, stream log and sampler hold stays put
+    named = create_actor(f"openai:-@{replay.url}", name="mine")
+    named.start()
+    await named.wait_ready()
+    assert named.label == "mine"  # a name given is kept
+    await actor.stop()
+    await named.stop()
+
+
 async def test_api_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     server = ReplayServer(api_key="sk-test-123")
     await server.start()

@@ -113,7 +113,8 @@ class BenchmarkRunner:
             config = config.model_copy(update={"actors": [actor.spec for actor in self.given]})
         validate_config(config)
         self.config = config
-        self.labels = redacted_labels(list(config.actors))  # saved in the run: no credentials
+        self.specs = list(config.actors)  # as asked; an actor's entry becomes its resolved spec once ready
+        self.labels = redacted_labels(self.specs)  # saved in the run: no credentials
         self.progress = progress
         self.sampler = ResourceSampler(sample_interval_s, capacity=1_000_000)
         self.actor_factory = actor_factory
@@ -214,6 +215,7 @@ class BenchmarkRunner:
             if ready is not None:  # the actor failed to start; its requests fail, and say why
                 self.notes.setdefault("actor_errors", {})[label] = ready
             else:
+                label = self._resolved_label(actor, index)
                 if actor.family != "in-process":
                     version = await server_version(actor)
                     if version:
@@ -232,6 +234,16 @@ class BenchmarkRunner:
             if owned:
                 with contextlib.suppress(Exception):
                     await actor.stop(drain=False)
+
+    def _resolved_label(self, actor: ModelRuntimeActor, index: int) -> str:
+        """The actor's label once it started: a spec resolved at start (`openai:-@URL` names the only
+        model its server lists) records as the model it really ran, not as `-`. Only this actor's label
+        and later ones can change, and none of them has a record yet. `config.actors` keeps the specs as
+        asked, so running the file's config again resolves afresh."""
+        if actor.label != actor.name:  # its model was resolved at start (see ModelRuntimeActor.label)
+            self.specs[index] = actor.spec
+            self.labels = redacted_labels(self.specs)
+        return self.labels[index]
 
     async def _record_memory(self, actor: ModelRuntimeActor, label: str) -> None:
         """The actor's own memory (its worker's process, baseline and model), when the runtime knows it."""

@@ -183,6 +183,7 @@ class ModelRuntimeActor(Actor):
     ) -> None:
         super().__init__(name or f"{self.runtime}:{model}", limit=limit)
         self.model = model
+        self._named = name is not None
         self.host = host
         self.default_options = options or GenerationOptions()
         self.threads = threads if threads is not None else (os.cpu_count() or 1)
@@ -200,6 +201,15 @@ class ModelRuntimeActor(Actor):
     @property
     def spec(self) -> str:
         return f"{self.runtime}:{self.model}" + (f"@{self.host}" if self.host else "")
+
+    @property
+    def label(self) -> str:
+        """The name to show and record. A name given at construction is kept; a default one follows
+        the model, so an actor made as `openai:-@URL` reads `openai:MODEL` once it resolved the only
+        model its server lists. `name` itself never changes after construction: the supervisor, the
+        stream log, the resource sampler and telemetry key their records by it, and the events
+        emitted during the load already carry it, so renaming would split or orphan them."""
+        return self.name if self._named else f"{self.runtime}:{self.model}"
 
     @property
     def placement_label(self) -> str:

@@ -73,9 +73,9 @@ class ActorsScreen(ModalScreen[None]):
         if actor is None:
             text = ""
         elif not records:
-            text = f"{actor.name}: no messages yet"
+            text = f"{actor.label}: no messages yet"
         else:
-            text = f"{actor.name}: last {len(records)} message(s)\n\n" + "\n\n".join(map(format_record, records))
+            text = f"{actor.label}: last {len(records)} message(s)\n\n" + "\n\n".join(map(format_record, records))
         self.query_one("#streams-text", Static).update(text)
 
     def on_data_table_row_highlighted(self) -> None:

@@ -44,7 +44,7 @@ class ActorStatusTable(DataTable):
         memory = graphs.memory.get(memory_label(pane.title, target))
         mib = f"{memory[-1][1]:.0f} MiB" if memory else "-"
         error = str(actor.last_error or "")[:60]
-        return (pane.title, actor.name, pane.state_text()[:30], str(actor.queued), str(actor.requests),
+        return (pane.title, actor.label, pane.state_text()[:30], str(actor.queued), str(actor.requests),
                 str(actor.errors), str(actor.restarts), where(actor, target), mib, model_mib(actor, memory), error)
 
     @property
