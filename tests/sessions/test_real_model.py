@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.sessions.helpers import ask, scripted
 from workbench.runtimes.base import ModelRuntimeActor
-from workbench.runtimes.registry import create_actor
 from workbench.runtimes.types import Completion, GenerationOptions
 from workbench.sessions.playback import transcript
 from workbench.sessions.recorder import SessionRecorder
@@ -20,21 +18,13 @@ from workbench.sessions.store import load_session
 GREEDY_SHORT = GenerationOptions(max_tokens=8, temperature=0.0)
 
 
-@pytest.fixture(scope="module")
-async def smollm2(request: pytest.FixtureRequest) -> AsyncIterator[ModelRuntimeActor]:
-    """The shared real-model fixture when tests/conftest.py has it; else one actor for this module."""
-    try:
-        yield request.getfixturevalue("smollm2_transformers")
-        return
-    except pytest.FixtureLookupError:
-        pass
-    try:
-        actor = create_actor("transformers:smollm2")
-    except ModuleNotFoundError as error:
-        pytest.skip(f"the transformers runtime is not built yet ({error})")
-    await actor.wait_ready()
-    yield actor
-    await actor.stop()
+@pytest.fixture
+def smollm2(smollm2_transformers: ModelRuntimeActor) -> ModelRuntimeActor:
+    """The session's shared SmolLM2 actor (tests/conftest.py), taken as a plain dependency. It was
+    looked up with `request.getfixturevalue` from an async fixture, which makes pytest-asyncio set the
+    session fixture up with `Runner.run()` inside the running loop: that fails unless an earlier
+    test happened to set it up first, so the file failed when run alone."""
+    return smollm2_transformers
 
 
 async def test_real_model_session_is_journaled(tmp_path: Path, smollm2: ModelRuntimeActor) -> None:
