@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from workbench.errors import PromptFileError
+from workbench.files import NO_SUCH_FILE, read_bounded
 from workbench.runtimes.types import ChatMessage
 from workbench.sessions.schema import BenchmarkPrompt, Expectation
 
@@ -195,12 +196,15 @@ def load_prompts(name_or_path: str) -> list[BenchmarkPrompt]:
     if name_or_path in sets:
         return sets[name_or_path]
     path = Path(name_or_path)
-    if not path.is_file():
-        raise PromptFileError(path, f"no such prompt file (built-in sets: {', '.join(BUILTIN_NAMES)})")
-    if path.stat().st_size > MAX_PROMPT_FILE_BYTES:
-        raise PromptFileError(path, f"file is larger than {MAX_PROMPT_FILE_BYTES} bytes")
+
+    def refused(path: Path, problem: str) -> PromptFileError:
+        if problem == NO_SUCH_FILE:
+            problem = f"no such prompt file (built-in sets: {', '.join(BUILTIN_NAMES)})"
+        return PromptFileError(path, problem)
+
+    data = read_bounded(path, MAX_PROMPT_FILE_BYTES, refused)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise PromptFileError(path, f"not UTF-8 text (byte {error.start})") from None
     return parse_prompt_lines(text, path)

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 from workbench.actors import events
 from workbench.actors.events import ActorEvent
 from workbench.errors import WorkbenchError
+from workbench.files import NO_SUCH_FILE, read_bounded
 from workbench.metrics.request import RequestMetrics
 from workbench.runtimes.base import TEXT_OPERATIONS, ModelRuntimeActor, read_image_file
 from workbench.runtimes.types import ChatMessage, GenerationOptions
@@ -100,13 +101,10 @@ def _stdin_is_a_pipe() -> bool:
 
 
 def _read_prompt_file(path: Path) -> bytes:
-    try:
-        if not path.is_file():
-            raise WorkbenchError(f"prompt file {path} " + ("is not a regular file" if path.exists() else "not found"))
-        with open(path, "rb") as stream:
-            return stream.read(MAX_PROMPT_BYTES + 1)
-    except OSError as error:
-        raise WorkbenchError(f"cannot read prompt file {path} ({error.strerror})") from None
+    def refused(path: Path, problem: str) -> WorkbenchError:
+        return WorkbenchError(f"prompt file {path} not found" if problem == NO_SUCH_FILE else f"prompt file {path}: {problem}")
+
+    return read_bounded(path, MAX_PROMPT_BYTES, refused)
 
 
 def _validate(args: argparse.Namespace) -> None:

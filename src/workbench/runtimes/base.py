@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from workbench.actors.actor import Actor, Message, Reply
 from workbench.actors.limit import ConcurrencyLimit
 from workbench.errors import InvalidImage, NotSupported
+from workbench.files import NO_SUCH_FILE, read_bounded
 from workbench.metrics import otel
 from workbench.metrics.request import MetricsRecorder, RequestMetrics
 from workbench.metrics.sampler import ProcessTarget
@@ -121,19 +122,18 @@ def image_to_data_url(image: ImageInput) -> str:
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 
 
+def _image_refused(path: Path, problem: str) -> Exception:
+    if problem == NO_SUCH_FILE:
+        return FileNotFoundError(f"image file not found: {path}")
+    return InvalidImage(f"image file {path}: {problem}")
+
+
 def read_image_file(path: Path, *, verify: bool = False) -> str:
     """A local image file as a data: URL, checked where it enters (before any model loads): it must
     be a regular file of at most MAX_IMAGE_BYTES that starts as a PNG, JPEG, GIF or WebP does, and
     with `verify` one that Pillow can parse too; otherwise InvalidImage (FileNotFoundError when it is
     absent) names the file."""
-    if not path.is_file():
-        if path.exists():
-            raise InvalidImage(f"{path} is not a regular file")
-        raise FileNotFoundError(f"image file not found: {path}")
-    with open(path, "rb") as stream:
-        data = stream.read(MAX_IMAGE_BYTES + 1)
-    if len(data) > MAX_IMAGE_BYTES:
-        raise InvalidImage(f"image file {path} is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MB")
+    data = read_bounded(path, MAX_IMAGE_BYTES, _image_refused)
     mime = _sniff_mime(data)
     if mime == "application/octet-stream":
         raise InvalidImage(f"{path} is not an image (PNG, JPEG, GIF or WebP)")

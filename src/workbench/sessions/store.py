@@ -16,7 +16,6 @@ import io
 import json
 import os
 import re
-import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import IO, Any, BinaryIO, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from workbench import files
 from workbench.errors import SessionFileError
 from workbench.sessions.redact import redact
 from workbench.sessions.schema import (
@@ -192,38 +192,13 @@ class SessionJournal:
 
 # ----- loading --------------------------------------------------------------------------------------------
 def open_regular_file(path: Path) -> BinaryIO:
-    """Open `path` for reading only if it is a regular file (a symlink to one is fine). The open
-    never blocks (O_NONBLOCK: a FIFO would wait for a writer forever), and a FIFO, device (a link to
-    `/dev/zero`), socket or folder is refused by what the opened descriptor is, so nothing can swap
-    the file between the check and the read."""
-    try:
-        handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise SessionFileError(path, "no such file") from None
-    except OSError as error:
-        raise SessionFileError(path, f"cannot read it ({error.strerror})") from None
-    mode = os.fstat(handle).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(handle)
-        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-                else "a folder" if stat.S_ISDIR(mode) else "a socket" if stat.S_ISSOCK(mode) else "special")
-        raise SessionFileError(path, f"not a regular file ({kind}); only regular files are read")
-    return os.fdopen(handle, "rb")
+    """`files.open_regular_file`, refusing with SessionFileError."""
+    return files.open_regular_file(path, SessionFileError)
 
 
 def read_bounded(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
-    """A regular file's bytes, refusing it once it holds more than `limit` (read at most limit+1)."""
-    try:
-        with open_regular_file(path) as stream:
-            size = os.fstat(stream.fileno()).st_size
-            if size > limit:
-                raise SessionFileError(path, f"file is {size} bytes, more than the {limit} bytes allowed")
-            data = stream.read(limit + 1)
-    except OSError as error:
-        raise SessionFileError(path, f"cannot read it ({error.strerror})") from None
-    if len(data) > limit:  # it grew while we read it
-        raise SessionFileError(path, f"file is more than the {limit} bytes allowed")
-    return data
+    """`files.read_bounded`, refusing with SessionFileError."""
+    return files.read_bounded(path, limit, SessionFileError)
 
 
 def _read_text(path: Path) -> str:

@@ -9,6 +9,7 @@ from textual.message import Message
 from textual.widgets import Input
 
 from workbench.app.widgets import css_beside
+from workbench.files import NO_SUCH_FILE, read_bounded
 
 
 class PromptBox(Input):
@@ -50,12 +51,14 @@ def attachment_text(text: str) -> str:
     if not text.startswith("@") or len(text) < 2:
         return text
     path = Path(text[1:]).expanduser()
-    if not path.is_file():
-        raise ValueError(f"no file {str(path)!r} to attach")
-    size = path.stat().st_size
-    if size > MAX_ATTACHMENT_BYTES:
-        raise ValueError(f"{path} is {size} bytes; attach at most {MAX_ATTACHMENT_BYTES} bytes")
+    data = read_bounded(path, MAX_ATTACHMENT_BYTES, _attachment_refused)
     try:
-        return path.read_text(encoding="utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError(f"{path} is not UTF-8 text") from None
+
+
+def _attachment_refused(path: Path, problem: str) -> ValueError:
+    if problem == NO_SUCH_FILE:
+        return ValueError(f"no file {str(path)!r} to attach")
+    return ValueError(f"cannot attach {path}: {problem}")
