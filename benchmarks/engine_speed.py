@@ -57,8 +57,10 @@ def _child(contender: str, threads: int, new_tokens: int, prefill: int) -> dict[
                 return time.perf_counter() - t0
 
         def decode_rate() -> float:
-            stamps = [time.perf_counter() for _ in engine.generate(ids, SamplingParams(max_new_tokens=new_tokens, min_new_tokens=new_tokens))]
-            return (len(stamps) - 1) / (stamps[-1] - stamps[0])
+            params = SamplingParams(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+            stamps = [(time.perf_counter(), time.process_time()) for _ in engine.generate(ids, params)]
+            info["cpu_ms_per_token"] = (stamps[-1][1] - stamps[0][1]) / (len(stamps) - 1) * 1e3
+            return (len(stamps) - 1) / (stamps[-1][0] - stamps[0][0])
     else:
         from workbench.engine.reference import load_transformers_reference
 
@@ -76,14 +78,15 @@ def _child(contender: str, threads: int, new_tokens: int, prefill: int) -> dict[
                 model_hf(rand[None, :], use_cache=True, logits_to_keep=1)  # as generate() does
                 return time.perf_counter() - t0
 
-        def gen(k: int) -> float:
+        def gen(k: int) -> tuple[float, float]:
             with torch.inference_mode():
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 model_hf.generate(x, max_new_tokens=k, min_new_tokens=k, do_sample=False, pad_token_id=2)
-                return time.perf_counter() - t0
+                return time.perf_counter() - t0, time.process_time() - c0
 
         def decode_rate() -> float:
-            t1, tn = gen(1), gen(new_tokens)
+            (t1, c1), (tn, cn) = gen(1), gen(new_tokens)
+            info["cpu_ms_per_token"] = (cn - c1) / (new_tokens - 1) * 1e3
             return (new_tokens - 1) / (tn - t1)
 
     prefill_s(), decode_rate()  # warm-up: first-call paths, allocations
@@ -159,7 +162,8 @@ def main() -> None:
                 row = _llama(args.llama_bench, model, t, args) if c == "llama.cpp" else _ours(c, t, args)
                 row["load"] = os.getloadavg()[0]
                 results.setdefault((c, t), []).append(row)
-                print(f"  round {rnd + 1} {c:12s} t={t}: decode {row.get('decode_tok_s', 0):6.1f} tok/s  prefill "
+                cpu = f"  CPU {row['cpu_ms_per_token']:5.1f} ms/token" if "cpu_ms_per_token" in row else ""
+                print(f"  round {rnd + 1} {c:12s} t={t}: decode {row.get('decode_tok_s', 0):6.1f} tok/s{cpu}  prefill "
                       f"{row.get('prefill_tok_s', 0):6.1f} tok/s  peak RSS {row['peak_rss_mib']:5.0f} MiB  load {row['load']:.2f}", flush=True)
 
     def med(c: str, t: int, key: str) -> float:
@@ -167,12 +171,14 @@ def main() -> None:
 
     print(f"\nmedians of {args.rounds} rounds (load average at end {os.getloadavg()[0]:.2f})")
     ref = "llama.cpp" if args.llama_bench else ("transformers" if "transformers" in contenders else None)
-    print(f"{'threads':>7s} {'runtime':12s} {'decode tok/s':>12s} {'prefill tok/s':>13s} {'peak RSS MiB':>12s}"
+    print("(CPU ms/token: the decoding process's CPU time per token, all its threads; steadier than wall")
+    print(" time on a loaded machine. llama-bench reports no CPU time.)")
+    print(f"{'threads':>7s} {'runtime':12s} {'decode tok/s':>12s} {'CPU ms/tok':>10s} {'prefill tok/s':>13s} {'peak RSS MiB':>12s}"
           + (f"  {'decode vs ' + ref:>20s} {'prefill vs ' + ref:>20s}" if ref else ""))
     for t in threads:
         for c in contenders:
             d, p, rss = med(c, t, "decode_tok_s"), med(c, t, "prefill_tok_s"), med(c, t, "peak_rss_mib")
-            line = f"{t:>7d} {c:12s} {d:12.1f} {p:13.1f} {rss:12.0f}"
+            line = f"{t:>7d} {c:12s} {d:12.1f} {med(c, t, 'cpu_ms_per_token'):10.1f} {p:13.1f} {rss:12.0f}"
             if ref:
                 line += f"  {d / med(ref, t, 'decode_tok_s'):19.2f}x {p / med(ref, t, 'prefill_tok_s'):19.2f}x"
             print(line)
