@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.bench.test_runner import PROMPTS
 from workbench.bench.runner import BenchmarkRunner
-from workbench.sessions.redact import REDACTED, redact, redacted_labels
+from workbench.redact import REDACTED, redact, redacted_labels
 from workbench.sessions.schema import BenchmarkConfig
 from workbench.sessions.store import load_benchmark, save_benchmark
 

@@ -298,3 +298,17 @@ def test_otel_is_taken_before_or_after_the_command() -> None:
     assert parser.parse_args(["serve", "--otel", "otlp", "--actor", "x"]).otel == "otlp"
     assert parser.parse_args(["--otel", "console", "ps"]).otel == "console"
     assert parser.parse_args(["logs", "a"]).otel is None
+
+
+async def test_a_password_in_the_actors_url_is_never_exported(telemetry, server) -> None:
+    spans, _ = telemetry
+    host = server.url.replace("http://", "http://alice:s3cret-pass-9@")
+    actor = OllamaRESTRuntimeActor("good", host=host)
+    try:
+        assert "s3cret-pass-9" in actor.spec  # the spec holds it; telemetry must not
+        assert "".join([chunk.text async for chunk in actor.chat("hi")]) == "Hello"
+    finally:
+        await actor.stop()
+    (span,) = [span for span in spans.get_finished_spans() if span.attributes.get("gen_ai.request.model") == "good"]
+    assert span.attributes["workbench.actor.spec"].startswith("ollama-rest:good@http://127.0.0.1")
+    assert not any("s3cret" in str(value) for value in span.attributes.values())

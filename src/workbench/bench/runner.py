@@ -43,7 +43,7 @@ from workbench.metrics.sampler import ResourceSampler
 from workbench.runtimes.base import ModelRuntimeActor
 from workbench.runtimes.registry import create_actor
 from workbench.runtimes.types import GenerationOptions
-from workbench.sessions.redact import redacted_labels
+from workbench.redact import redacted_labels
 from workbench.sessions.schema import (
     ActorMemory,
     BenchmarkConfig,

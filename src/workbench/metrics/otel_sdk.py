@@ -55,6 +55,7 @@ from workbench import __version__
 from workbench.actors import events
 from workbench.actors.events import ActorEvent, add_global_listener
 from workbench.metrics.sampler import ResourceSampler
+from workbench.redact import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -230,8 +231,8 @@ class Telemetry:
                 ("workbench.runtime", getattr(actor, "runtime", None)),
                 ("workbench.placement", getattr(actor, "placement_label", None)),
             ):
-                if value is not None:
-                    attributes[name] = str(getattr(value, "value", value))
+                if value is not None:  # a spec's URL may carry user:password@: never exported
+                    attributes[name] = redact_text(str(getattr(value, "value", value)))
         return attributes
 
     def _begin(self, key: tuple[str, str], event: ActorEvent, sent_ns: int) -> _Open:

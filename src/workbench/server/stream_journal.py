@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from workbench.errors import SessionFileError
 from workbench.metrics.streamlog import MessageRecord
-from workbench.sessions.redact import redact
+from workbench.redact import redact
 from workbench.sessions.store import read_bounded
 
 FORMAT = "workbench.stream-journal"

@@ -28,7 +28,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from workbench import files
 from workbench.errors import SessionFileError
-from workbench.sessions.redact import redact
+from workbench.redact import redact
 from workbench.sessions.schema import (
     BENCHMARK_FORMAT,
     BENCHMARK_VERSIONS,

@@ -1,4 +1,7 @@
-"""Keeps secrets out of saved files: API keys, auth headers, passwords in URLs."""
+"""Keeps secrets out of saved files and exported telemetry: API keys, auth headers, passwords in URLs.
+
+At the bottom of the layers (it imports nothing of workbench) so `metrics` can use it as `sessions`,
+`bench` and `server` do."""
 
 from __future__ import annotations
 
