@@ -51,15 +51,17 @@ def ray_own_memory(exclude: set[int]) -> tuple[int, int, int]:
     """RSS, USS and count of Ray's own processes started by this one (not our workers)."""
     import psutil
 
+    from workbench.metrics.memory import read_memory
+
     rss = uss = count = 0
     for process in psutil.Process().children(recursive=True):
         try:
             if process.pid in exclude or "multiprocessing" in " ".join(process.cmdline()[:4]):
                 continue
-            full = process.memory_full_info()
+            reading = read_memory(process.pid)
         except psutil.Error:
             continue
-        rss, uss, count = rss + full.rss, uss + full.uss, count + 1
+        rss, uss, count = rss + reading.rss_bytes, uss + (reading.uss_bytes or 0), count + 1
     return rss, uss, count
 
 
