@@ -86,3 +86,33 @@ def test_workbench_errors_map_to_the_status_that_names_them() -> None:
     assert status_for(RuntimeHTTPError(500, "boom", "http://127.0.0.1:1")) == 502
     assert status_for(RuntimeTimeout("slow")) == 504
     assert status_for(RuntimeError("a bug of ours")) == 500
+
+
+async def test_listings_still_answer_with_a_stopped_and_a_failed_model(server: APIServer) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        tags = await http.get("/api/tags")
+        assert tags.status_code == 200
+        assert {m["name"] for m in tags.json()["models"]} == {"halted:latest", "missing:latest", "echo:latest"}
+        running = await http.get("/api/ps")
+        assert [m["name"] for m in running.json()["models"]] == ["echo:latest"]  # only a running model
+        assert (await http.post("/api/show", json={"model": "halted"})).status_code == 200
+        assert (await http.get("/v1/models")).status_code == 200
+
+
+async def test_a_request_cut_short_by_a_stop_answers_503_not_500() -> None:
+    import asyncio
+
+    actor = ScriptedActor("slow", delay_s=0.3)
+    actor.start()
+    await actor.wait_ready()
+    async with APIServer([actor], port=0) as running, httpx.AsyncClient(base_url=running.url) as http:
+        words = " ".join(["word"] * 20)
+        ollama_call = asyncio.create_task(http.post("/api/generate", json={
+            "model": "slow", "prompt": words, "stream": False}))
+        openai_call = asyncio.create_task(http.post("/v1/completions", json={"model": "slow", "prompt": words}))
+        while actor.current is None:
+            await asyncio.sleep(0.01)
+        await actor.stop(drain=False)  # the running request and the queued one are cancelled
+        ollama_answer, openai_answer = await ollama_call, await openai_call
+    assert ollama_answer.status_code == 503 and "model 'slow' is not running" in ollama_answer.json()["error"]
+    assert openai_answer.status_code == 503 and openai_answer.json()["error"]["code"] == "model_not_running"
