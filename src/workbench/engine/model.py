@@ -26,6 +26,7 @@ from .quant import (
     DenseLinear,
     LinearLike,
     NativeBlockEmbedding,
+    DENSE_ROWS_THRESHOLD,
     NativeBlockLinear,
     int4_from_q4,
     int8_from_float,
@@ -202,6 +203,10 @@ class LlamaModel:
         self._native = _NativeDecoder.build(self)
         self._kernels = self._native.k if self._native is not None else None
 
+    def _widest_projection(self) -> int:
+        """Elements of the largest per-layer projection matrix (the prefill scratch size)."""
+        return max(lin.out_features * lin.in_features for L in self.layers for lin in (L.qkv, L.o, L.gate_up, L.down))
+
     def describe_weights(self) -> str:
         """How the weights are stored and multiplied, e.g. ``q4: Q4_1+Q8_0 blocks, fp32 math, C kernels
         (avx2, extension); decode step in one native call``. Names any projection that is not on
@@ -355,11 +360,18 @@ class LlamaModel:
             else:
                 mask = torch.ones(t, end, dtype=torch.bool).tril(diagonal=start)
         x = self.embed(ids)
+        # one scratch matrix for every projection's dequantized weights in this prefill, instead of
+        # a fresh allocation (and its page faults) per matrix
+        scratch = torch.empty(self._widest_projection()) if t > DENSE_ROWS_THRESHOLD and self._kernels else None
+
+        def proj(lin: LinearLike, v: torch.Tensor) -> torch.Tensor:
+            return lin(v, scratch) if scratch is not None and isinstance(lin, NativeBlockLinear) else lin(v)
+
         sdpa = F.scaled_dot_product_attention
         cache_data = cache.data
         for i, layer in enumerate(self.layers):
             h = _rms_norm(x, layer.attn_norm, eps)
-            qkv = layer.qkv(h).view(t, nqk + nkv, hd)
+            qkv = proj(layer.qkv, h).view(t, nqk + nkv, hd)
             qk = qkv[:, :nqk]
             if self.rope_interleaved:
                 a, b = qk[..., 0::2], qk[..., 1::2]
@@ -382,11 +394,11 @@ class LlamaModel:
                 v = kv_slot[1, :, :end].unsqueeze(0)
                 a = sdpa(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=True)
                 a = a.squeeze(0).transpose(0, 1).reshape(t, nh * hd)
-            x = x + layer.o(a)
+            x = x + proj(layer.o, a)
             h = _rms_norm(x, layer.ffn_norm, eps)
-            gu = layer.gate_up(h)
+            gu = proj(layer.gate_up, h)
             gate, up = gu.chunk(2, dim=-1)
-            x = x + layer.down(F.silu(gate) * up)
+            x = x + proj(layer.down, F.silu(gate) * up)
         return x
 
 

@@ -170,9 +170,13 @@ class NativeBlockLinear:
             raise ValueError("a fused projection has several block tensors")
         return self.parts[0]
 
-    def dequantized(self) -> torch.Tensor:
-        """The weight as float32 ``[N, K]``."""
-        out = torch.empty(self.out_features, self.in_features)
+    def dequantized(self, scratch: torch.Tensor | None = None) -> torch.Tensor:
+        """The weight as float32 ``[N, K]`` (written into ``scratch`` when it is big enough)."""
+        size = self.out_features * self.in_features
+        if scratch is not None and scratch.numel() >= size:
+            out = scratch[:size].view(self.out_features, self.in_features)
+        else:
+            out = torch.empty(self.out_features, self.in_features)
         row = 0
         for b in self.parts:
             n = int(b.shape[0])
@@ -180,9 +184,10 @@ class NativeBlockLinear:
             row += n
         return out
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, scratch: torch.Tensor | None = None) -> torch.Tensor:
+        """``x @ W.T``; ``scratch`` (float32) may hold the dequantized weight for a many-row call."""
         if x.shape[0] > DENSE_ROWS_THRESHOLD:
-            return F.linear(x, self.dequantized())
+            return F.linear(x, self.dequantized(scratch))
         x = x.contiguous()
         outs = [self.kernels.gemm(self.qtype, x, b, int(b.shape[0])) for b in self.parts]
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
