@@ -293,7 +293,12 @@ class Actor(EventEmitter):
     async def _stop_now(self, *, drain: bool) -> None:
         """stop()'s work; the caller holds `_lifecycle`."""
         self._accepting = False
-        if await self.on_stopping():
+        try:
+            abandoned = await self.on_stopping()
+        except Exception:  # a stop must still stop: the hook's failure is logged, not raised
+            log.exception("on_stopping of actor %s failed", self.name)
+            abandoned = False
+        if abandoned:
             drain = False
         if not drain:
             self._cancel_all()
