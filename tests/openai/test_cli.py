@@ -45,3 +45,22 @@ async def test_bench_records_an_actor_made_as_dash_under_the_model_it_resolved(r
     assert {summary["actor"] for summary in run["summaries"]} == {resolved}
     assert run["versions"][f"server:{resolved}"] == "llama.cpp b6497-cd08fc3e"
     assert run["config"]["actors"] == [asked]  # the config as asked: running it again resolves afresh
+
+
+async def test_ps_shows_and_stop_takes_the_resolved_label_of_an_actor_made_as_dash(
+        replay: ReplayServer, capsys: pytest.CaptureFixture[str]) -> None:
+    from workbench.runtimes.registry import create_actor
+    from workbench.server.app import APIServer
+
+    actor = create_actor(f"openai:-@{replay.url}")
+    actor.start()
+    await actor.wait_ready()
+    try:
+        async with APIServer([actor], port=0) as server:
+            assert await asyncio.to_thread(main, ["ps", "--url", server.url]) == 0
+            listed = capsys.readouterr().out.splitlines()
+            assert listed[1].split()[0] == "openai:llamacpp"
+            assert await asyncio.to_thread(main, ["stop", "openai:llamacpp", "--url", server.url]) == 0
+            assert actor.state == "stopped"
+    finally:
+        await actor.stop()

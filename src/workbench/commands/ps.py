@@ -33,7 +33,7 @@ def format_ps(answer: dict[str, Any]) -> str:
     rows = [header]
     for actor in answer["actors"]:
         rss = f"{actor['rss_bytes'] / MIB:.0f} MiB" if actor.get("rss_bytes") else "-"
-        rows.append((actor["name"], actor["state"], str(actor["queued"]), actor.get("running") or "-",
+        rows.append((actor.get("label") or actor["name"], actor["state"], str(actor["queued"]), actor.get("running") or "-",
                      actor["placement"], rss, str(actor["requests"]), str(actor["errors"]), str(actor["restarts"])))
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]

@@ -11,7 +11,8 @@
 - `POST /workbench/stop` `{"actor": NAME, "drain": false}`, `POST /workbench/restart` `{"actor": NAME}`.
 - `GET /metrics`: the same figures as Prometheus text (version 0.0.4).
 
-An actor is named by its actor name, its spec, or the model name it is served as. Errors are
+An actor is named by its actor name, its label (`openai:MODEL` for one made as `openai:-`), its
+spec, or the model name it is served as. Errors are
 `{"error": "..."}`, with 404 naming the actors there are.
 """
 
@@ -38,6 +39,7 @@ PREFIX = "/workbench"
 class ActorStatus(BaseModel):
     name: str
     spec: str
+    label: str | None = None  # the name to show (ModelRuntimeActor.label); absent in older answers
     runtime: str
     family: str
     placement: str
@@ -75,7 +77,7 @@ def actor_status(actor: ModelRuntimeActor, sampler: ResourceSampler) -> ActorSta
     sample = sampler.series.get(actor.name)
     latest = sample.latest if sample is not None else None
     return ActorStatus(
-        name=actor.name, spec=actor.spec, runtime=actor.runtime, family=actor.family,
+        name=actor.name, spec=actor.spec, label=actor.label, runtime=actor.runtime, family=actor.family,
         placement=actor.placement_label, state=str(actor.state), queued=actor.queued,
         running=f"{current.message.operation} {current.correlation_id}" if current is not None else None,
         requests=actor.requests, errors=actor.errors, restarts=actor.restarts,
@@ -125,11 +127,11 @@ class ControlAPI:
 
     def lookup(self, name: str) -> ModelRuntimeActor:
         for actor in self.actors:
-            if name in (actor.name, actor.spec):
+            if name in (actor.name, actor.spec, actor.label):
                 return actor
         if name in self.aliases:
             return self.aliases[name]
-        known = ", ".join(actor.name for actor in self.actors) or "none"
+        known = ", ".join(actor.label for actor in self.actors) or "none"
         raise BadRequest(f"no actor {name!r} here (actors: {known})", 404)
 
     def statuses(self) -> ActorsAnswer:
