@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.support.scripted import ScriptedActor
-from workbench.runtimes.base import ReadReceipt, message_kind
+from workbench.actors.kinds import message_kind
+from workbench.runtimes.base import ReadReceipt
 from workbench.runtimes.types import ChatMessage
 
 

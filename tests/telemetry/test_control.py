@@ -123,6 +123,9 @@ def test_stream_log_keeps_the_last_messages_and_bounds_their_text() -> None:
     assert kept[1].status == "done" and kept[0].status == "running" and kept[0].queued_s == 0.25
     log.on_event(ActorEvent("chunk", "a", "m0", "chat", Chunk(text="late")))  # forgotten: ignored
     assert log.find("m0") is None
+    assert {record.kind for record in kept} == {"query"}
+    log.on_event(ActorEvent("queued", "a", "r1", "read", None))
+    assert log.find("r1").kind == "read"  # seed 002's vocabulary, as the control API shows it
 
 
 async def test_a_journal_keeps_the_streams_across_a_restart_of_serve(tmp_path, capsys) -> None:

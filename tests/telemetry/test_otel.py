@@ -77,6 +77,7 @@ async def test_streamed_cancelled_and_failed_requests_give_spans_and_metrics(tel
     good = by_model["good"]
     assert good.name == "chat good"
     assert good.attributes["workbench.outcome"] == "ok"
+    assert good.attributes["workbench.message.kind"] == "query"
     assert good.attributes["workbench.runtime"] == "ollama-rest"
     assert good.attributes["workbench.placement"] == "server"
     assert good.attributes["workbench.actor.spec"].startswith("ollama-rest:good@")

@@ -54,6 +54,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from workbench import __version__
 from workbench.actors import events
 from workbench.actors.events import ActorEvent, add_global_listener
+from workbench.actors.kinds import message_kind
 from workbench.metrics.sampler import ResourceSampler
 from workbench.redact import redact_text
 
@@ -221,6 +222,7 @@ class Telemetry:
         actor = self._actors.get(event.actor)
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": event.operation or "",
+            "workbench.message.kind": message_kind(event.operation or ""),
             "workbench.actor": event.actor,
             "workbench.correlation_id": event.correlation_id or "",
         }

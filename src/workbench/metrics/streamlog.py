@@ -12,8 +12,8 @@ actors screen (F2) shows it. Memory stays bounded: per_actor × (input + 2 × ma
 from __future__ import annotations
 
 from collections import OrderedDict
-from datetime import datetime
 from collections.abc import Callable
+from datetime import datetime
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from workbench.actors import events
 from workbench.actors.events import ActorEvent, add_global_listener
+from workbench.actors.kinds import MessageKind, message_kind
 from workbench.metrics.request import RequestMetrics
 
 MessageStatus = Literal["queued", "running", "done", "error", "cancelled"]
@@ -36,6 +37,7 @@ class MessageRecord(BaseModel):
     actor: str
     correlation_id: str
     operation: str
+    kind: MessageKind = "query"  # seed 002's kind of the operation (query / read / nop)
     status: MessageStatus = "queued"
     sent_at: float
     started_at: float | None = None
@@ -114,7 +116,8 @@ class _Live:
 
     def record(self) -> MessageRecord:
         return MessageRecord(
-            actor=self.actor, correlation_id=self.correlation_id, operation=self.operation, status=self.status,
+            actor=self.actor, correlation_id=self.correlation_id, operation=self.operation,
+            kind=message_kind(self.operation), status=self.status,
             sent_at=self.sent_at, started_at=self.started_at, ended_at=self.ended_at, queued_s=self.queued_s,
             input=self.input, text="".join(self.text), thinking="".join(self.thinking), truncated=self.truncated,
             chunks=self.chunks, error=self.error, error_type=self.error_type, metrics=self.metrics,

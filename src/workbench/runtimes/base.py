@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, Field
 
 from workbench.actors.actor import Actor, Message, Reply
+from workbench.actors.kinds import READ_OPERATIONS
 from workbench.actors.limit import ConcurrencyLimit
 from workbench.errors import InvalidImage, NotSupported
 from workbench.files import NO_SUCH_FILE, read_bounded
@@ -44,9 +45,7 @@ TEXT_OPERATIONS = ("generate", "complete", "chat", "think", "summarize_text", "s
 # asking for one (context it keeps ahead of every later query, until `forget`); the *nop* tells it no
 # more work is coming: that is `stop()` (drain=True runs what is queued first).
 QUERY_OPERATIONS = (*TEXT_OPERATIONS, "embed")
-READ_OPERATIONS = ("read", "forget")
 OPERATIONS = (*QUERY_OPERATIONS, *READ_OPERATIONS, "stats")
-MessageKind = Literal["query", "read", "nop"]
 
 SUMMARIZE_TEXT_INSTRUCTION = (
     "Summarize the following text in a few sentences. Keep the key facts; add nothing that is not in it."
@@ -94,13 +93,6 @@ class ReadReceipt(BaseModel):
     context_chars: int
 
 
-def message_kind(operation: str) -> MessageKind:
-    """`query`, `read` or `nop` (seed 002) for an operation name."""
-    if operation in READ_OPERATIONS:
-        return "read"
-    if operation == "stop":
-        return "nop"
-    return "query"
 
 
 class TextReply(Reply[Completion]):
