@@ -71,7 +71,14 @@ def test_session_browser(snap_compare, tmp_path, monkeypatch):
     save_session(_session("capital cities", 1), folder / "capital-cities.json")
     save_session(_session("poems", 2), folder / "poems.json")
     (folder / "truncated.json").write_text('{"format": "workbench.session", "version": 1, "id"')
-    assert snap_compare(_BrowserApp(folder), terminal_size=SIZE)
+    app = _BrowserApp(folder)
+
+    async def loaded(pilot) -> None:  # the folder is read on a worker thread: wait for it, then a repaint
+        while not (isinstance(app.screen, SessionBrowser) and app.screen.loaded):
+            await pilot.pause(0.02)
+        await pilot.pause(0.1)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=loaded)
 
 
 class _GraphsApp(App[None]):

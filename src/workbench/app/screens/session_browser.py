@@ -61,7 +61,6 @@ class SessionBrowser(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one("#sessions", DataTable)
-        table.add_columns("name", "date", "panes", "turns", "kind")
         self.action_reload()
         table.focus()
 
@@ -74,7 +73,10 @@ class SessionBrowser(Screen[None]):
         self.problems = problems
         self.summaries = [summary for summary in summaries if summary.path != self.hide]
         table = self.query_one("#sessions", DataTable)
-        table.clear()
+        # Columns and rows together, in one step: a header drawn before the rows came would keep
+        # its narrow cached widths.
+        table.clear(columns=True)
+        table.add_columns("name", "date", "panes", "turns", "kind")
         for summary in self.summaries:
             table.add_row(plain(summary.name), f"{summary.created_at:%Y-%m-%d %H:%M}",
                           plain(", ".join(summary.panes)), str(summary.turns),
