@@ -258,3 +258,31 @@ def test_gguf_metadata_reader(gguf_path: Path) -> None:
     assert "im_start" in f.require("tokenizer.chat_template")
     with pytest.raises(GGUFError, match="no.such.key"):
         f.require("no.such.key")
+
+
+def test_a_short_prefill_runs_on_one_thread(engine_q4: LlamaEngine, monkeypatch) -> None:
+    """Short prefills (a chat turn's first token) run serially; long ones use every thread; the thread
+    count is restored afterwards."""
+    import torch
+
+    from workbench.engine.model import SERIAL_PREFILL_ROWS
+
+    model = engine_q4.model
+    seen: list[tuple[int, int]] = []
+    run_layers = model._run_layers
+
+    def spy(ids, start, cache):  # noqa: ANN001, ANN202
+        seen.append((int(ids.shape[0]), torch.get_num_threads()))
+        return run_layers(ids, start, cache)
+
+    ids = torch.tensor((engine_q4.tokenizer.encode("The quick brown fox jumps over the lazy dog. ") * 8)[:64])
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(model, "_run_layers", spy)
+        model.forward(ids[:SERIAL_PREFILL_ROWS], 0, model.new_cache(80))
+        assert torch.get_num_threads() == 2  # restored
+        model.forward(ids, 0, model.new_cache(80))
+    finally:
+        torch.set_num_threads(saved)
+    assert seen == [(SERIAL_PREFILL_ROWS, 1), (64, 2)]
