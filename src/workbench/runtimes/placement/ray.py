@@ -270,17 +270,18 @@ def probe(address: str | None = None, timeout_s: float = 1.0) -> RayStatus:
 
 
 # ----- the worker side: a Ray actor hosting a ModelWorker -------------------------------------------------
-class HostFigures(BaseModel):
-    """The host's own process, read where it runs."""
+class HostFigures(ProcessMemory):
+    """The host's own process, read where it runs: its memory figures, plus what only the host
+    knows (the node's address, its CPU share)."""
 
-    pid: int
-    node: str
-    node_ip: str
+    placement: str = "ray"
     rss_bytes: int
-    uss_bytes: int | None = None
-    baseline_rss_bytes: int | None = None
-    baseline_uss_bytes: int | None = None
+    node_ip: str
     cpu_percent: float | None = None  # of one core, since the previous reading
+
+    def memory(self) -> ProcessMemory:
+        """The per-actor memory figures alone (what stats, `run --json` and bench files carry)."""
+        return ProcessMemory.model_validate(self.model_dump(include=set(ProcessMemory.model_fields)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -621,11 +622,7 @@ class RayPlacement(Placement):
         figures = self.figures
         if figures is None:
             return None
-        return ProcessMemory(
-            pid=figures.pid, node=figures.node, placement=self.kind, shared=False,
-            rss_bytes=figures.rss_bytes, uss_bytes=figures.uss_bytes,
-            baseline_rss_bytes=figures.baseline_rss_bytes, baseline_uss_bytes=figures.baseline_uss_bytes,
-        )
+        return figures.memory()
 
     def memory_target(self) -> ProcessTarget | ResourceSample | None:  # type: ignore[override]
         """The host's process when it runs on this machine (the live sampler reads it directly).
