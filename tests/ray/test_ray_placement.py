@@ -19,20 +19,19 @@ from pathlib import Path
 
 import psutil
 import pytest
+import ray  # the `ray` extra; `make test` installs it, so a missing one fails here instead of skipping
 
-ray = pytest.importorskip("ray", reason="the ray extra is not installed (make test installs it)")
-
-from workbench.actors.actor import ActorState  # noqa: E402
-from workbench.actors.supervisor import RestartPolicy, Supervisor  # noqa: E402
-from workbench.errors import ActorFailed, MessageCancelled, RuntimeUnavailable, WorkbenchError  # noqa: E402
-from workbench.runtimes.inprocess import InProcessModelRuntimeActor  # noqa: E402
-from workbench.runtimes.placement import ModelWorker, WorkerDied, WorkerSpec, create_placement  # noqa: E402
-from workbench.runtimes.placement import ray as ray_placement  # noqa: E402
-from workbench.runtimes.registry import create_actor  # noqa: E402
-from workbench.runtimes.types import Chunk, Usage  # noqa: E402
-from workbench.sessions.recorder import SessionRecorder  # noqa: E402
-from workbench.sessions.schema import PaneRecord, PlacedEvent  # noqa: E402
-from workbench.sessions.store import load_session  # noqa: E402
+from workbench.actors.actor import ActorState
+from workbench.actors.supervisor import RestartPolicy, Supervisor
+from workbench.errors import ActorFailed, MessageCancelled, RuntimeUnavailable, WorkbenchError
+from workbench.runtimes.inprocess import InProcessModelRuntimeActor
+from workbench.runtimes.placement import ModelWorker, WorkerDied, WorkerSpec, create_placement
+from workbench.runtimes.placement import ray as ray_placement
+from workbench.runtimes.registry import create_actor
+from workbench.runtimes.types import Chunk, Usage
+from workbench.sessions.recorder import SessionRecorder
+from workbench.sessions.schema import PaneRecord, PlacedEvent
+from workbench.sessions.store import load_session
 
 QUESTION = "What is the capital of France?"
 GREEDY = {"temperature": 0.0}

@@ -12,16 +12,16 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("opentelemetry.sdk", reason="the otel extra is not installed")
+# The `otel` extra: `make test` installs it, so a missing one fails here instead of skipping.
 
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
-from opentelemetry.trace import StatusCode  # noqa: E402
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
-from tests.telemetry.support import RecordingOllama  # noqa: E402
-from workbench.errors import MessageCancelled, RuntimeHTTPError  # noqa: E402
-from workbench.metrics import otel  # noqa: E402
-from workbench.runtimes.ollama_rest import OllamaRESTRuntimeActor  # noqa: E402
+from tests.telemetry.support import RecordingOllama
+from workbench.errors import MessageCancelled, RuntimeHTTPError
+from workbench.metrics import otel
+from workbench.runtimes.ollama_rest import OllamaRESTRuntimeActor
 
 
 @pytest.fixture
