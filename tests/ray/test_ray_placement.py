@@ -21,6 +21,7 @@ import psutil
 import pytest
 import ray  # the `ray` extra; `make test` installs it, so a missing one fails here instead of skipping
 
+from tests.support.placed_checks import GREEDY, LONG, QUESTION, assert_cancel_stops_the_worker_within_a_token
 from workbench.actors.actor import ActorState
 from workbench.actors.supervisor import RestartPolicy, Supervisor
 from workbench.errors import ActorFailed, MessageCancelled, RuntimeUnavailable, WorkbenchError
@@ -32,10 +33,6 @@ from workbench.runtimes.types import Chunk, Usage
 from workbench.sessions.recorder import SessionRecorder
 from workbench.sessions.schema import PaneRecord, PlacedEvent
 from workbench.sessions.store import load_session
-
-QUESTION = "What is the capital of France?"
-GREEDY = {"temperature": 0.0}
-LONG = "Write a long story about a dragon."
 
 
 @pytest.fixture(scope="module")
@@ -184,20 +181,7 @@ async def test_stats_are_answered_while_a_stream_runs(placed: Placed) -> None:
 
 
 async def test_cancel_mid_stream_stops_the_remote_worker(placed: Placed) -> None:
-    actor = placed.actor
-    reply = actor.generate(LONG, options=GREEDY | {"max_tokens": 400})
-    seen = 0
-    with pytest.raises(MessageCancelled):
-        async for chunk in reply:
-            seen += chunk.tokens or 0
-            if seen >= 3:
-                reply.cancel()
-    assert 3 <= seen < 400
-    # The remote worker stopped at its next token: the next answer does not wait behind ~400 tokens.
-    after = await actor.chat(QUESTION, options=GREEDY | {"max_tokens": 1})
-    assert after.metrics.output_tokens == 1 and after.metrics.queued_s < 1.0
-    assert after.metrics.e2e_s < 10.0  # 400 tokens take far longer on this machine
-    assert actor.state == ActorState.IDLE
+    await assert_cancel_stops_the_worker_within_a_token(placed.actor)
 
 
 async def test_killing_the_ray_actor_mid_stream_fails_the_request_and_the_supervisor_restarts_it(

@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.support.placed_checks import GREEDY, LONG, QUESTION, assert_cancel_stops_the_worker_within_a_token
 from workbench.actors.actor import ActorState
 from workbench.actors.supervisor import RestartPolicy, Supervisor
 from workbench.errors import MessageCancelled, WorkbenchError
@@ -24,10 +25,6 @@ from workbench.runtimes.inprocess import InProcessModelRuntimeActor
 from workbench.runtimes.placement import WorkerDied, WorkerSpec, create_placement
 from workbench.runtimes.placement import wire
 from workbench.runtimes.registry import create_actor, using_placement
-
-QUESTION = "What is the capital of France?"
-GREEDY = {"temperature": 0.0}
-LONG = "Write a long story about a dragon."
 
 
 class Pair:
@@ -152,20 +149,7 @@ async def test_greedy_output_through_a_process_equals_a_thread(pair: Pair) -> No
 
 
 async def test_cancel_mid_stream_stops_the_worker_within_a_token(pair: Pair) -> None:
-    actor = pair.torch
-    reply = actor.generate(LONG, options=GREEDY | {"max_tokens": 400})
-    seen = 0
-    with pytest.raises(MessageCancelled):
-        async for chunk in reply:
-            seen += chunk.tokens or 0
-            if seen >= 3:
-                reply.cancel()
-    assert 3 <= seen < 400
-    # The worker stopped at its next token: the next answer does not wait behind ~400 tokens.
-    after = await actor.chat(QUESTION, options=GREEDY | {"max_tokens": 1})
-    assert after.metrics.output_tokens == 1 and after.metrics.queued_s < 1.0
-    assert after.metrics.e2e_s < 10.0  # 400 tokens take far longer on this machine
-    assert actor.state == ActorState.IDLE
+    await assert_cancel_stops_the_worker_within_a_token(pair.torch)
 
 
 async def test_stats_are_answered_while_a_stream_runs(pair: Pair) -> None:
