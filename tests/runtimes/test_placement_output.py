@@ -79,3 +79,21 @@ def test_a_worker_spawned_under_a_stderr_capture_starts_and_keeps_its_output_off
     (log,) = (tmp_path / "cache" / "logs").glob("worker-*.log")
     written = log.read_text(encoding="utf-8")
     assert "noise on stdout" in written and "noise on stderr" in written and "native noise on fd 2" in written
+
+
+def test_a_worker_log_past_its_bound_starts_over(tmp_path: Path) -> None:
+    from workbench.runtimes.placement.process import WORKER_LOG_MAX_BYTES
+
+    small, big = tmp_path / "small.log", tmp_path / "big.log"
+    small.write_text("earlier worker\n")
+    big.write_bytes(b"x" * (WORKER_LOG_MAX_BYTES + 1))
+    script = (
+        "import sys; from workbench.runtimes.placement.process import _redirect_output as r; "
+        "r(sys.argv[1]); print('new worker', flush=True)"
+    )
+    for log in (small, big):
+        done = subprocess.run([sys.executable, "-c", script, str(log)], capture_output=True, text=True,
+                              timeout=60, check=False, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+        assert done.returncode == 0 and done.stdout == ""  # everything went to the log
+    assert small.read_text() == "earlier worker\nnew worker\n"  # appended: the last words stay
+    assert big.read_text() == "new worker\n"  # past the bound: started over

@@ -377,9 +377,17 @@ def _start_resource_tracker() -> None:
         sys.stderr = captured
 
 
+WORKER_LOG_MAX_BYTES = 1 << 20  # a worker log past this starts over when the next worker starts
+
+
 def _redirect_output(path: str) -> None:
-    """Point this process's fds 1 and 2 at `path` (appended), so native code's output goes there too."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    """Point this process's fds 1 and 2 at `path` (appended, so an earlier worker's last words stay
+    until the log passes WORKER_LOG_MAX_BYTES), so native code's output goes there too."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    with contextlib.suppress(OSError):
+        if os.path.getsize(path) > WORKER_LOG_MAX_BYTES:
+            flags |= os.O_TRUNC
+    fd = os.open(path, flags, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
