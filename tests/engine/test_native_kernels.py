@@ -115,6 +115,20 @@ def test_gemm_matches_dense_fp32(kernels: NativeKernels, qtype: str, rows: int) 
     assert torch.allclose(acc, got + 1, atol=1e-5)
 
 
+@pytest.mark.parametrize("qtype", ["Q4_1", "Q4_0"])
+@pytest.mark.parametrize("k", [64, 16384, 16416])
+def test_q4_rows_right_on_both_sides_of_the_permuted_width(kernels: NativeKernels, qtype: str, k: int) -> None:
+    """The vector Q4 kernel reorders x on the stack up to 16384 wide and widens bytes past it:
+    each side matches the dense product."""
+    n = 5
+    w = random_blocks(qtype, n, k, seed=k)
+    x = torch.randn(2, k, generator=torch.Generator().manual_seed(k))
+    dense = kernels.dequant(qtype, w, n, k)
+    want = F.linear(x.double(), dense.double()).float()
+    got = kernels.gemm(qtype, x, w, n)
+    assert torch.allclose(got, want, atol=1e-3, rtol=1e-4), (got - want).abs().max()
+
+
 def test_dequant_equals_gguf_reference(kernels: NativeKernels) -> None:
     import gguf
 
@@ -238,7 +252,10 @@ def test_fast_inexact_mode_is_labelled_close_and_never_default() -> None:
             steps.append(eng.model.forward(torch.tensor([504]), ids.numel(), cache)[0])  # a decode step
     a, b = steps
     assert not torch.equal(a, b)  # really a different computation
-    assert float(F.cosine_similarity(a, b, dim=0)) > 0.999
+    # 8-bit activations put single-step logits at cosine 0.991-0.9997 from fp32 (10 decode steps
+    # of this prompt, measured with two attention codes): a rounding change anywhere upstream flips
+    # some 8-bit roundings and moves a step anywhere in that range
+    assert float(F.cosine_similarity(a, b, dim=0)) > 0.98
     assert int(a.argmax()) == int(b.argmax())
     text = "".join(fast.generate_text(ids.tolist(), SamplingParams(max_new_tokens=24)))
     assert "Paris" in text
