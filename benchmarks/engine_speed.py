@@ -106,7 +106,9 @@ def _ours(contender: str, threads: int, args: argparse.Namespace) -> dict[str, A
 def _llama(binary: str, model: Path, threads: int, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [binary, "-m", str(model), "-t", str(threads), "-p", str(args.prefill), "-n", str(args.new_tokens),
            "-r", "1", "-o", "json"]
-    out, peak = _run_child_reaped(cmd)
+    from workbench import foreign_env
+
+    out, peak = _run_child_reaped(cmd, env=foreign_env())  # our OMP_WAIT_POLICY would cripple its threads
     rows = json.loads(out)
     first = rows[0] if rows else {}
     row: dict[str, Any] = {"peak_rss_mib": peak, "weights": f"build {first.get('build_commit', '?')}, {first.get('model_type', '?')}, {first.get('cpu_info', '')}"}
@@ -118,9 +120,9 @@ def _llama(binary: str, model: Path, threads: int, args: argparse.Namespace) -> 
     return row
 
 
-def _run_child_reaped(cmd: list[str]) -> tuple[str, float]:
+def _run_child_reaped(cmd: list[str], env: dict[str, str] | None = None) -> tuple[str, float]:
     """Like :func:`_run_child` but reaps the child with wait4 itself, so the peak RSS is this child's."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     assert proc.stdout is not None
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)

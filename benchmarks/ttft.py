@@ -36,6 +36,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -128,11 +129,18 @@ class Server:
         self.client = httpx.AsyncClient(base_url=url, timeout=120)
 
     async def start(self) -> None:
-        self.process = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        from workbench import foreign_env
+
+        # stderr to a file, not a pipe nobody reads while it runs: llama-server logs every request
+        # and would block writing once a pipe's 64 KiB filled. The environment is the caller's
+        # without workbench's OMP_WAIT_POLICY, which made llama.cpp's 2-thread decode 4x slower.
+        self.log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self.log, env=foreign_env())
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                error = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                self.log.seek(0)
+                error = self.log.read().decode(errors="replace")
                 raise SystemExit(f"{self.name} exited ({self.process.returncode}): {error[-2000:]}")
             try:
                 if (await self.client.get(self.ready_path)).status_code == 200:
@@ -165,6 +173,8 @@ class Server:
 
     async def stop(self) -> None:
         await self.client.aclose()
+        if getattr(self, "log", None) is not None:
+            self.log.close()
         if self.process is not None:
             self.process.terminate()
             try:

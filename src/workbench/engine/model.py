@@ -26,8 +26,8 @@ from .quant import (
     DenseLinear,
     LinearLike,
     NativeBlockEmbedding,
-    DENSE_ROWS_THRESHOLD,
     NativeBlockLinear,
+    dense_pays_off,
     int4_from_q4,
     int8_from_float,
 )
@@ -386,7 +386,7 @@ class LlamaModel:
         x = self.embed(ids)
         # one scratch matrix for every projection's dequantized weights in this prefill, instead of
         # a fresh allocation (and its page faults) per matrix
-        scratch = torch.empty(self._widest_projection()) if t > DENSE_ROWS_THRESHOLD and self._kernels else None
+        scratch = torch.empty(self._widest_projection()) if dense_pays_off(t) and self._kernels else None
 
         def proj(lin: LinearLike, v: torch.Tensor) -> torch.Tensor:
             return lin(v, scratch) if scratch is not None and isinstance(lin, NativeBlockLinear) else lin(v)

@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from .. import foreign_env
+
 from workbench.actors.actor import Message
 from workbench.errors import RuntimeProcessError, RuntimeUnavailable
 from workbench.metrics.sampler import ProcessTarget
@@ -118,7 +120,7 @@ class CLIModelRuntimeActor(ModelRuntimeActor):
                 stdin=asyncio.subprocess.PIPE if command.stdin is not None else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                env={**os.environ, **command.env},
+                env={**foreign_env(), **command.env},
             )
         except OSError as error:
             raise RuntimeProcessError(f"could not start {argv[0]}: {error}") from error
