@@ -260,14 +260,53 @@ def test_gguf_metadata_reader(gguf_path: Path) -> None:
         f.require("no.such.key")
 
 
-def test_a_short_prefill_runs_on_one_thread(engine_q4: LlamaEngine, monkeypatch) -> None:
-    """Short prefills (a chat turn's first token) run serially; long ones use every thread; the thread
-    count is restored afterwards."""
+def test_short_prefills_run_natively_on_every_thread_long_ones_through_blas(engine_q4: LlamaEngine, monkeypatch) -> None:
+    """q4: a prefill of up to 48 rows per thread is one native call on all threads (no torch op per
+    layer); a longer one dequantizes and uses BLAS; both leave the same cache and logits."""
+    import torch
+
+    from workbench.engine.quant import DENSE_ROWS_PER_THREAD
+
+    model = engine_q4.model
+    native_calls: list[tuple[int, int]] = []
+    torch_calls: list[int] = []
+    prefill_step, run_layers = model._kernels.prefill_step, model._run_layers
+
+    def spy_native(ptrs, cfg, eps, tokens, pos, *rest):  # noqa: ANN001, ANN202
+        native_calls.append((int(tokens.numel()), rest[-1]))
+        return prefill_step(ptrs, cfg, eps, tokens, pos, *rest)
+
+    def spy_torch(ids, start, cache):  # noqa: ANN001, ANN202
+        torch_calls.append(int(ids.shape[0]))
+        return run_layers(ids, start, cache)
+
+    words = engine_q4.tokenizer.encode("The quick brown fox jumps over the lazy dog. ") * 40
+    long_rows = 2 * DENSE_ROWS_PER_THREAD + 1
+    ids = torch.tensor(words[:long_rows])
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(model._kernels, "prefill_step", spy_native)
+        monkeypatch.setattr(model, "_run_layers", spy_torch)
+        with torch.inference_mode():
+            short_native = model.forward(ids[:14], 0, model.new_cache(200))
+            long_cache = model.new_cache(200)
+            model.forward(ids, 0, long_cache)
+            torch_side = model.forward(ids[:14], 0, model.new_cache(200), all_logits=True)[-1]
+    finally:
+        torch.set_num_threads(saved)
+    assert native_calls == [(14, 2)] and torch_calls == [long_rows, 14]
+    assert torch.allclose(short_native[0], torch_side, atol=1e-3), (short_native[0] - torch_side).abs().max()
+
+
+def test_a_short_torch_path_prefill_runs_on_one_thread(engine_fp32: LlamaEngine, monkeypatch) -> None:
+    """Modes without the native prefill (fp32 here) run short prefills serially and restore the
+    thread count; long ones use every thread."""
     import torch
 
     from workbench.engine.model import SERIAL_PREFILL_ROWS
 
-    model = engine_q4.model
+    model = engine_fp32.model
     seen: list[tuple[int, int]] = []
     run_layers = model._run_layers
 
@@ -275,7 +314,7 @@ def test_a_short_prefill_runs_on_one_thread(engine_q4: LlamaEngine, monkeypatch)
         seen.append((int(ids.shape[0]), torch.get_num_threads()))
         return run_layers(ids, start, cache)
 
-    ids = torch.tensor((engine_q4.tokenizer.encode("The quick brown fox jumps over the lazy dog. ") * 8)[:64])
+    ids = torch.tensor((engine_fp32.tokenizer.encode("The quick brown fox jumps over the lazy dog. ") * 8)[:64])
     saved = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

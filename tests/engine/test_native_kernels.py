@@ -219,6 +219,30 @@ def test_decode_step_rejects_out_of_range_token_and_position() -> None:
     assert logits.shape == (1, model.config.vocab_size) and torch.isfinite(logits).all()
 
 
+def test_prefill_step_rejects_bad_tokens_positions_and_buffers() -> None:
+    engine = LlamaEngine.load(default_smollm2_path(), threads=1)
+    model = engine.model
+    native = model._native
+    cache = model.new_cache(16)
+    with torch.inference_mode():
+        with pytest.raises(KernelError, match="out of range"):
+            model.forward(torch.tensor([1, 2, model.config.vocab_size]), 0, cache)
+        with pytest.raises(KernelError, match="out of range"):
+            model.forward(torch.tensor([1, -1]), 0, cache)
+        with pytest.raises(ValueError, match="exceeds the KV cache"):
+            model.forward(torch.tensor([1, 2, 3]), 14, cache)
+        model._ensure_rope(16)
+        small = torch.empty(8)
+        with pytest.raises(KernelError, match="smaller"):
+            native.k.prefill_step(native.ptrs, native.cfg_t, 1e-5, torch.tensor([1, 2], dtype=torch.int32), 0,
+                                  cache.data, model._cos, model._sin, small, native.logits, 1)
+        with pytest.raises(KernelError, match="int32"):
+            native.k.prefill_step(native.ptrs, native.cfg_t, 1e-5, torch.tensor([1, 2]), 0,
+                                  cache.data, model._cos, model._sin, small, native.logits, 1)
+        logits = model.forward(torch.tensor([1, 2, 3]), 0, cache)  # the engine still works afterwards
+    assert logits.shape == (1, model.config.vocab_size) and torch.isfinite(logits).all()
+
+
 def test_kv_cache_grows_and_keeps_what_it_holds() -> None:
     cfg = LlamaConfig(
         vocab_size=10, hidden_size=64, intermediate_size=64, num_layers=2, num_heads=2, num_kv_heads=1,

@@ -339,10 +339,13 @@ class LlamaModel:
         self, ids: torch.Tensor, start: int, cache: KVCache, *, all_logits: bool = False
     ) -> torch.Tensor:
         """Run ``ids`` (1-D) at positions ``start..``; returns logits of the last (or every) position."""
-        if self._native is not None and ids.shape[0] == 1 and not all_logits:
-            cache.ensure(start + 1)
-            self._ensure_rope(start + 1)
-            return self._native.step(int(ids[0]), start, cache, self._cos, self._sin)
+        t = int(ids.shape[0])
+        if self._native is not None and not all_logits and not dense_pays_off(t):
+            cache.ensure(start + t)
+            self._ensure_rope(start + t)
+            if t == 1:
+                return self._native.step(int(ids[0]), start, cache, self._cos, self._sin)
+            return self._native.prefill(ids, start, cache, self._cos, self._sin)
         if 1 < ids.shape[0] <= SERIAL_PREFILL_ROWS and torch.get_num_threads() > 1:
             with _OneThread():
                 x = self._run_layers(ids, start, cache)
@@ -482,6 +485,18 @@ class _NativeDecoder:
                 self.scratch = torch.empty(need)
             self.k.decode_step(
                 self.ptrs, self.cfg_t, self.cfg.rms_eps, token, pos, cache.data, cos, sin, self.scratch,
+                self.logits, torch.get_num_threads(),
+            )
+            return self.logits.clone()
+
+    def prefill(self, ids: torch.Tensor, pos: int, cache: KVCache, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """A short prefill (up to ``DENSE_ROWS_PER_THREAD`` rows per thread) in one native call."""
+        tokens = ids.to(torch.int32).contiguous()
+        with self.lock:
+            need = self.k.prefill_scratch_floats(self.cfg_t, cache.allocated, int(tokens.numel()))
+            scratch = torch.empty(need)  # per call: a prefill's rows vary, and it is freed after
+            self.k.prefill_step(
+                self.ptrs, self.cfg_t, self.cfg.rms_eps, tokens, pos, cache.data, cos, sin, scratch,
                 self.logits, torch.get_num_threads(),
             )
             return self.logits.clone()

@@ -53,7 +53,7 @@ __all__ = [
 BLOCK_BYTES = {"Q4_1": 20, "Q4_0": 18, "Q8_0": 34}
 #: GGML type ids, as the C code names quantization types.
 GGML_TYPE_IDS = {"Q4_0": 2, "Q4_1": 3, "Q8_0": 8}
-ABI_VERSION = 6
+ABI_VERSION = 7
 ISA_NAMES = {0: "scalar", 1: "avx2", 2: "avx512"}
 _FLAGS = ["-O3", "-pthread", "-fPIC", "-ffp-contract=off"]
 
@@ -134,6 +134,12 @@ class NativeKernels:
         self._step = lib.wb_decode_step
         self._step.argtypes = [vp, i, vp, i, f, i, i, vp, i64, i, vp, vp, i64, vp, i64, vp, i64, i]
         self._step.restype = i
+        self._prefill_scratch = lib.wb_prefill_scratch
+        self._prefill_scratch.argtypes = [vp, i, i, i]
+        self._prefill_scratch.restype = i64
+        self._prefill = lib.wb_prefill_step
+        self._prefill.argtypes = [vp, i, vp, i, f, vp, i, i, vp, i64, i, vp, vp, i64, vp, i64, vp, i64, i]
+        self._prefill.restype = i
         self._lib.wb_release_free_memory.restype = None
 
     def release_free_memory(self) -> None:
@@ -208,6 +214,30 @@ class NativeKernels:
             scratch.data_ptr(), scratch.numel(), logits.data_ptr(), logits.numel(), threads,
         )
         _check(rc, "decode step")
+
+    def prefill_scratch_floats(self, cfg: torch.Tensor, capacity: int, rows: int) -> int:
+        _require(cfg, "cfg", torch.int32, 1)
+        n = int(self._prefill_scratch(cfg.data_ptr(), cfg.numel(), capacity, rows))
+        _check(min(n, 0), "prefill scratch size")
+        return n
+
+    def prefill_step(
+        self, ptrs: torch.Tensor, cfg: torch.Tensor, eps: float, tokens: torch.Tensor, pos: int, kv: torch.Tensor,
+        cos: torch.Tensor, sin: torch.Tensor, scratch: torch.Tensor, logits: torch.Tensor, threads: int,
+    ) -> None:
+        """Several tokens through the whole decoder, logits of the last (``wb_prefill_step``)."""
+        _require(ptrs, "ptrs", torch.int64, 1)
+        _require(cfg, "cfg", torch.int32, 1)
+        _require(tokens, "tokens", torch.int32, 1)
+        _require(kv, "kv cache", torch.float32, 5)
+        for t, name in ((cos, "cos"), (sin, "sin"), (scratch, "scratch"), (logits, "logits")):
+            _require(t, name, torch.float32)
+        rc = self._prefill(
+            ptrs.data_ptr(), ptrs.numel(), cfg.data_ptr(), cfg.numel(), eps, tokens.data_ptr(), tokens.numel(), pos,
+            kv.data_ptr(), kv.numel(), int(kv.shape[3]), cos.data_ptr(), sin.data_ptr(), cos.numel(),
+            scratch.data_ptr(), scratch.numel(), logits.data_ptr(), logits.numel(), threads,
+        )
+        _check(rc, "prefill step")
 
 
 _lock = threading.Lock()
