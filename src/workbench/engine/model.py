@@ -315,6 +315,11 @@ class LlamaModel:
             total += head.nbytes
         return total
 
+    def release_free_memory(self) -> None:
+        """Return the C heap's free pages to the system (a no-op without the native kernels)."""
+        if self._kernels is not None:
+            self._kernels.release_free_memory()
+
     # -- rotary ------------------------------------------------------------------------------
     def _ensure_rope(self, length: int) -> None:
         """cos/sin tables ``[length, head_dim]`` computed the way the reference llama does (fp32)."""
@@ -351,8 +356,8 @@ class LlamaModel:
                 x = self._run_layers(ids, start, cache)
         else:
             x = self._run_layers(ids, start, cache)
-        if self._kernels is not None and ids.shape[0] > 1:
-            self._kernels.release_free_memory()  # the dequantized matrices of the prefill
+        if ids.shape[0] > 1:
+            self.release_free_memory()  # the dequantized matrices of the prefill
         if not all_logits:
             x = x[-1:]
         x = _rms_norm(x, self.norm, self.config.rms_eps)
