@@ -146,7 +146,7 @@ static inline const float *act_d(const float *packed, int nb) { return (const fl
 static inline const int32_t *act_s(const float *packed, int nb) { return (const int32_t *)(act_d(packed, nb) + nb); }
 static int64_t act_floats(int K) { return K / 4 + 2 * (K / 32); }
 
-static void quantize_act(const float *x, int K, float *packed) {
+static void quantize_act_scalar(const float *x, int K, float *packed) {
     const int nb = K / 32;
     int8_t *q = (int8_t *)packed;
     float *d = (float *)(q + K);
@@ -219,6 +219,15 @@ static void q8_0_rows_q8a_scalar(const uint8_t *w, size_t stride, int nb, const 
     }
 }
 
+static float dot_scalar(const float *a, const float *b, int n) {
+    float acc = 0.0f;
+    for (int d = 0; d < n; d++) acc += a[d] * b[d];
+    return acc;
+}
+static void axpy_scalar(float *o, float w, const float *v, int n) {
+    for (int d = 0; d < n; d++) o[d] += w * v[d];
+}
+
 #ifdef WB_X86
 /* ---- AVX2 + FMA + F16C ---------------------------------------------------------------------- */
 #define T_AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -255,6 +264,52 @@ T_AVX2 static void axpy_avx2(float *o, float w, const float *v, int n) {
     int i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(o + i, _mm256_fmadd_ps(wv, _mm256_loadu_ps(v + i), _mm256_loadu_ps(o + i)));
     for (; i < n; i++) o[i] += w * v[i];
+}
+
+/* The small per-vector steps between the projections of a decode step (each 32-block's sum, the
+ * 8-bit packing of q4q8, RMSNorm's sum of squares), vectorised: written as scalar chains they ran
+ * on one thread while the pool's other threads waited. */
+T_AVX2 static inline float sum32_avx2(const float *x) {
+    const __m256 a = _mm256_add_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(x + 8));
+    const __m256 b = _mm256_add_ps(_mm256_loadu_ps(x + 16), _mm256_loadu_ps(x + 24));
+    return hsum256(_mm256_add_ps(a, b));
+}
+T_AVX2 static void block_sums_avx2(const float *x, int K, float *xs) {
+    for (int b = 0; b < K / 32; b++) xs[b] = sum32_avx2(x + b * 32);
+}
+T_AVX2 static void quantize_act_avx2(const float *x, int K, float *packed) {
+    const int nb = K / 32;
+    int8_t *q = (int8_t *)packed;
+    float *d = (float *)(q + K);
+    int32_t *sums = (int32_t *)(d + nb);
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int b = 0; b < nb; b++) {
+        const float *xb = x + b * 32;
+        __m256 v[4];
+        for (int i = 0; i < 4; i++) v[i] = _mm256_loadu_ps(xb + 8 * i);
+        __m256 mx = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                                  _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        const float scale = amax / 127.0f, inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+        const __m256 iv = _mm256_set1_ps(inv);
+        __m256i n[4]; /* round to nearest even, as lrintf does in the default rounding mode */
+        for (int i = 0; i < 4; i++) n[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], iv));
+        const __m256i s01 = _mm256_add_epi32(n[0], n[1]), s23 = _mm256_add_epi32(n[2], n[3]);
+        const __m256i s = _mm256_add_epi32(s01, s23);
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+        /* int32 -> int8 (no saturation happens: |n| <= 127); packs interleave 128-bit lanes, undone by the permute */
+        const __m256i a16 = _mm256_packs_epi32(n[0], n[1]), b16 = _mm256_packs_epi32(n[2], n[3]);
+        const __m256i p8 = _mm256_packs_epi16(a16, b16);
+        _mm256_storeu_si256((__m256i *)(q + b * 32), _mm256_permutevar8x32_epi32(p8, order));
+        d[b] = scale;
+        sums[b] = _mm_cvtsi128_si32(s4);
+    }
 }
 
 /* Q4 rows, AVX2. A block's 16 bytes hold element i in the low nibble of byte i and element i+16 in
@@ -710,7 +765,23 @@ void wb_release_free_memory(void) {
 #endif
 }
 
+static void quantize_act(const float *x, int K, float *packed) {
+#ifdef WB_X86
+    if (g_isa >= ISA_AVX2) {
+        quantize_act_avx2(x, K, packed);
+        return;
+    }
+#endif
+    quantize_act_scalar(x, K, packed);
+}
+
 static void block_sums(const float *x, int K, float *xs) {
+#ifdef WB_X86
+    if (g_isa >= ISA_AVX2) {
+        block_sums_avx2(x, K, xs);
+        return;
+    }
+#endif
     for (int b = 0; b < K / 32; b++) {
         float s = 0.0f;
         for (int i = 0; i < 32; i++) s += x[b * 32 + i];
@@ -987,8 +1058,11 @@ int wb_dequant(int qtype, const uint8_t *w, int64_t w_len, int N, int K, float *
 /* ---------------------------------------------------------------------------------------------- */
 /* One decode step. */
 static void rmsnorm(const float *x, const float *w, int K, float eps, float *out) {
-    float ss = 0.0f;
-    for (int i = 0; i < K; i++) ss += x[i] * x[i];
+#ifdef WB_X86
+    const float ss = g_isa >= ISA_AVX2 ? dot_avx2(x, x, K) : dot_scalar(x, x, K);
+#else
+    const float ss = dot_scalar(x, x, K);
+#endif
     const float r = 1.0f / sqrtf(ss / (float)K + eps);
     for (int i = 0; i < K; i++) out[i] = w[i] * (x[i] * r);
 }
@@ -1054,15 +1128,6 @@ static void qkv_chunk(void *p, int c) {
     else { c -= nq + nk; w = j->wv; y = j->v; N = j->NKV * j->HD; }
     const int n0 = c * ROWS_PER_CHUNK, n1 = n0 + ROWS_PER_CHUNK < N ? n0 + ROWS_PER_CHUNK : N;
     j->lrows(w, j->sH, j->H / 32, j->in_h, j->xs, y, n0, n1, 0);
-}
-
-static float dot_scalar(const float *a, const float *b, int n) {
-    float acc = 0.0f;
-    for (int d = 0; d < n; d++) acc += a[d] * b[d];
-    return acc;
-}
-static void axpy_scalar(float *o, float w, const float *v, int n) {
-    for (int d = 0; d < n; d++) o[d] += w * v[d];
 }
 
 /* One query head over the cache: scores, softmax, weighted values. The two inner loops run
