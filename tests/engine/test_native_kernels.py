@@ -101,7 +101,7 @@ def test_q4_engine_is_really_q4_with_native_decode() -> None:
 
 # -- numbers ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("qtype", QTYPES)
-@pytest.mark.parametrize("rows", [1, 3])
+@pytest.mark.parametrize("rows", [1, 3, 4, 5])  # one row; the many-row kernel's groups of 3, 3+1, 3+2
 def test_gemm_matches_dense_fp32(kernels: NativeKernels, qtype: str, rows: int) -> None:
     n, k = 200, 576  # n not a multiple of the chunk or pair size: the tails run too
     w = random_blocks(qtype, n, k, seed=rows)
