@@ -1,5 +1,5 @@
-"""The engine's prompt cache: a prompt that starts like the last one prefills only what is new,
-and the answer is the one a fresh cache gives."""
+"""The engine's prompt cache: a prompt that starts like the last one, or like a saved earlier one,
+prefills only what is new, and the answer is the one a fresh cache gives."""
 
 from __future__ import annotations
 
@@ -73,6 +73,7 @@ def test_clear_frees_the_cache(engine: LlamaEngine) -> None:
 
 
 def test_truncate_keeps_only_the_first_ids(engine: LlamaEngine) -> None:
+    engine.prompt_cache.clear()  # no saved prompt to reuse the preamble from
     ids = engine.chat_input_ids([{"role": "user", "content": "Name a city."}])
     first = list(engine.generate(ids, PARAMS))
     engine.prompt_cache.truncate(10)
@@ -80,3 +81,37 @@ def test_truncate_keeps_only_the_first_ids(engine: LlamaEngine) -> None:
     timings: dict[str, float] = {}
     assert list(engine.generate(ids, PARAMS, timings=timings)) == first
     assert timings["reused_tokens"] == 10
+
+
+def test_a_prompt_sent_again_after_others_is_not_prefilled_again(engine: LlamaEngine) -> None:
+    """Earlier prompts' keys/values are kept (as llama-server's RAM prompt cache does)."""
+    prompts = [engine.chat_input_ids([{"role": "user", "content": text}])
+               for text in ("What is 2+2?", "Name a fruit.", "Where is Rome?")]
+    answers = [list(engine.generate(ids, PARAMS)) for ids in prompts]
+    timings: dict[str, float] = {}
+    assert list(engine.generate(prompts[0], PARAMS, timings=timings)) == answers[0] == _fresh(engine, prompts[0])
+    assert timings["reused_tokens"] == len(prompts[0]) - 1
+    assert engine.prompt_cache.saved_prompts >= 3
+
+
+def test_saved_prompts_stay_within_their_budget_least_recently_used_first_out(engine: LlamaEngine) -> None:
+    cache = engine.prompt_cache
+    saved_before = cache.saved_bytes
+    prompts = [engine.chat_input_ids([{"role": "user", "content": f"Tell me about the number {n}."}]) for n in range(5)]
+    cfg = engine.config
+    per_prompt = cfg.num_layers * 2 * cfg.num_kv_heads * len(prompts[0]) * cfg.head_dim * 4
+    try:
+        cache.clear()
+        cache.saved_bytes = 2 * per_prompt + per_prompt // 2  # room for two of these prompts
+        for ids in prompts:
+            list(engine.generate(ids, PARAMS))
+        list(engine.generate(prompts[0], PARAMS))  # saves the last one, evicts the oldest kept
+        assert cache.saved_prompts == 2 and cache._saved_nbytes() <= cache.saved_bytes
+        # kept now: prompts 4 and 3; each request below first saves the one before it (evicting the
+        # least recently used), so prompt 0 is kept by the time it comes, and prompt 3 is gone
+        for ids, kept in ((prompts[4], True), (prompts[0], True), (prompts[3], False)):
+            timings: dict[str, float] = {}
+            list(engine.generate(ids, PARAMS, timings=timings))
+            assert (timings["reused_tokens"] == len(ids) - 1) is kept, (ids, timings["reused_tokens"])
+    finally:
+        cache.saved_bytes = saved_before

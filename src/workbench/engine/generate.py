@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -63,33 +64,85 @@ class SamplingParams:
         return Sampler(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, seed=self.seed)
 
 
+#: Bytes of earlier prompts' keys/values a :class:`PromptCache` keeps besides its working cache.
+SAVED_PROMPTS_BYTES = 32 * 1024 * 1024
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for have, want in zip(a, b):
+        if have != want:
+            break
+        n += 1
+    return n
+
+
 class PromptCache:
-    """One model's reusable KV cache and the token ids whose keys/values it holds, in order.
+    """One model's reusable KV cache and the token ids whose keys/values it holds, in order, plus
+    the keys/values of earlier prompts (most recently used first, at most ``saved_bytes``).
+
+    A new prompt reuses the longest prefix it shares with the working cache (the template's
+    preamble, the earlier turns of this conversation) or, when longer, with a saved prompt, whose
+    keys/values are copied in (about 2 MB and 0.3 ms for a 42-token SmolLM2 prompt). So a prompt
+    sent again, or a conversation returned to, is not prefilled again: llama-server's RAM prompt
+    cache (``--cache-ram``) does the same, and without it a repeated short prompt took 70 ms to its
+    first token here against llama-server's 26 ms. The saved bytes count in :attr:`nbytes`.
 
     One generation at a time uses it: :meth:`take` hands the cache to a new generation (which then
     owns it) and bumps `epoch`; an older generation that is resumed afterwards fails loudly rather
     than writing over the newer one's cache.
     """
 
-    def __init__(self, model: LlamaModel) -> None:
+    def __init__(self, model: LlamaModel, saved_bytes: int = SAVED_PROMPTS_BYTES) -> None:
         self._model = model
         self._cache: KVCache | None = None
         self.ids: list[int] = []
         self.epoch = 0
+        self.saved_bytes = saved_bytes
+        self._saved: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
+        self._prompt: tuple[int, ...] = ()
 
     def take(self, ids: Sequence[int]) -> tuple[KVCache, int, int]:
         """``(cache, reused, epoch)``: ``reused`` leading ids of ``ids`` are already in the cache
         (always fewer than ``len(ids)``: the last prompt token is run to get the next token's logits)."""
         if self._cache is None:
             self._cache = self._model.new_cache(self._model.config.context_length)
-        reused = 0
-        for limit, (have, want) in enumerate(zip(self.ids, ids[: len(ids) - 1])):
-            if have != want:
-                break
-            reused = limit + 1
-        del self.ids[reused:]
+        self._save_last_prompt()
+        wanted = ids[: len(ids) - 1]
+        reused = _common_prefix(self.ids, wanted)
+        best_key, best = None, reused
+        for key in self._saved:
+            shared = _common_prefix(key, wanted)
+            if shared > best:
+                best_key, best = key, shared
+        if best_key is not None:
+            self._saved.move_to_end(best_key, last=False)
+            self._cache.ensure(best)
+            self._cache.data[:, :, :, :best] = self._saved[best_key][:, :, :, :best]
+            self.ids = list(wanted[:best])
+            reused = best
+        else:
+            del self.ids[reused:]
+        self._prompt = tuple(ids)
         self.epoch += 1
         return self._cache, reused, self.epoch
+
+    def _save_last_prompt(self) -> None:
+        """Keep the last prompt's keys/values (still at the front of the working cache) unless kept."""
+        prompt, self._prompt = self._prompt, ()
+        if not prompt or self._cache is None or prompt in self._saved or tuple(self.ids[: len(prompt)]) != prompt:
+            return
+        cfg = self._model.config
+        size = cfg.num_layers * 2 * cfg.num_kv_heads * len(prompt) * cfg.head_dim * self._cache.data.element_size()
+        if size > self.saved_bytes:
+            return
+        while self._saved and self._saved_nbytes() + size > self.saved_bytes:
+            self._saved.popitem(last=True)  # least recently used
+        self._saved[prompt] = self._cache.data[:, :, :, : len(prompt)].clone()
+        self._saved.move_to_end(prompt, last=False)
+
+    def _saved_nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self._saved.values())
 
     def check(self, epoch: int) -> None:
         """Refuse a generation that no longer owns the cache (a newer one took it)."""
@@ -99,17 +152,24 @@ class PromptCache:
     def truncate(self, keep: int) -> None:
         """Forget all but the first ``keep`` cached ids (e.g. keep a template's preamble only)."""
         del self.ids[keep:]
+        self._prompt = ()
         self.epoch += 1
 
     def clear(self) -> None:
-        """Forget and free the cache (its memory grows with the longest conversation seen)."""
+        """Forget and free the cache and the saved prompts (memory grows with what was seen)."""
         self._cache = None
         self.ids = []
+        self._saved.clear()
+        self._prompt = ()
         self.epoch += 1
 
     @property
+    def saved_prompts(self) -> int:
+        return len(self._saved)
+
+    @property
     def nbytes(self) -> int:
-        return 0 if self._cache is None else self._cache.nbytes
+        return (0 if self._cache is None else self._cache.nbytes) + self._saved_nbytes()
 
 
 def generate_tokens(
