@@ -126,6 +126,7 @@ class LlamaEngine:
             decoder = self.tokenizer.stream_decoder()
             for token in self.generate(ids, SamplingParams(max_new_tokens=2, min_new_tokens=2)):
                 decoder.push(token)
+        self.prompt_cache.drop_saved()  # nobody will send the warm-up's prompts; their memory is not kept
 
     # -- facts -------------------------------------------------------------------------------
     @property

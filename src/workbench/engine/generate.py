@@ -163,6 +163,11 @@ class PromptCache:
         self._prompt = ()
         self.epoch += 1
 
+    def drop_saved(self) -> None:
+        """Forget the saved prompts, keeping the working cache."""
+        self._saved.clear()
+        self._prompt = ()
+
     @property
     def saved_prompts(self) -> int:
         return len(self._saved)

@@ -150,7 +150,7 @@ class KVCache:
     """
 
     INITIAL = 128
-    STEP = 128
+    STEP = 64
 
     def __init__(self, config: LlamaConfig, capacity: int, dtype: torch.dtype = torch.float32) -> None:
         self.capacity = capacity
