@@ -102,6 +102,18 @@ def _require(t: torch.Tensor, name: str, dtype: torch.dtype, dims: int | None = 
         raise KernelError(f"{name} must be {dims}-D, got shape {tuple(t.shape)}")
 
 
+def _require_step(
+    ptrs: torch.Tensor, cfg: torch.Tensor, kv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+    scratch: torch.Tensor, logits: torch.Tensor,
+) -> None:
+    """The buffers every whole-model step takes (the C checks their sizes)."""
+    _require(ptrs, "ptrs", torch.int64, 1)
+    _require(cfg, "cfg", torch.int32, 1)
+    _require(kv, "kv cache", torch.float32, 5)
+    for t, name in ((cos, "cos"), (sin, "sin"), (scratch, "scratch"), (logits, "logits")):
+        _require(t, name, torch.float32)
+
+
 def _qtype_id(qtype: str) -> int:
     try:
         return GGML_TYPE_IDS[qtype]
@@ -203,11 +215,7 @@ class NativeKernels:
         cos: torch.Tensor, sin: torch.Tensor, scratch: torch.Tensor, logits: torch.Tensor, threads: int,
     ) -> None:
         """One token through the whole decoder (see ``wb_decode_step`` in the C source)."""
-        _require(ptrs, "ptrs", torch.int64, 1)
-        _require(cfg, "cfg", torch.int32, 1)
-        _require(kv, "kv cache", torch.float32, 5)
-        for t, name in ((cos, "cos"), (sin, "sin"), (scratch, "scratch"), (logits, "logits")):
-            _require(t, name, torch.float32)
+        _require_step(ptrs, cfg, kv, cos, sin, scratch, logits)
         rc = self._step(
             ptrs.data_ptr(), ptrs.numel(), cfg.data_ptr(), cfg.numel(), eps, token, pos,
             kv.data_ptr(), kv.numel(), int(kv.shape[3]), cos.data_ptr(), sin.data_ptr(), cos.numel(),
@@ -226,12 +234,8 @@ class NativeKernels:
         cos: torch.Tensor, sin: torch.Tensor, scratch: torch.Tensor, logits: torch.Tensor, threads: int,
     ) -> None:
         """Several tokens through the whole decoder, logits of the last (``wb_prefill_step``)."""
-        _require(ptrs, "ptrs", torch.int64, 1)
-        _require(cfg, "cfg", torch.int32, 1)
         _require(tokens, "tokens", torch.int32, 1)
-        _require(kv, "kv cache", torch.float32, 5)
-        for t, name in ((cos, "cos"), (sin, "sin"), (scratch, "scratch"), (logits, "logits")):
-            _require(t, name, torch.float32)
+        _require_step(ptrs, cfg, kv, cos, sin, scratch, logits)
         rc = self._prefill(
             ptrs.data_ptr(), ptrs.numel(), cfg.data_ptr(), cfg.numel(), eps, tokens.data_ptr(), tokens.numel(), pos,
             kv.data_ptr(), kv.numel(), int(kv.shape[3]), cos.data_ptr(), sin.data_ptr(), cos.numel(),

@@ -1152,34 +1152,41 @@ static void qkv_chunk(void *p, int c) {
     j->lrows(w, j->sH, j->H / 32, j->in_h, j->xs, y, n0, n1, 0);
 }
 
-/* One query head over the cache: scores, softmax, weighted values. The two inner loops run
- * vectorised where the CPU has AVX2: written as plain C with -ffp-contract=off they were one
- * serial chain of scalar adds per score, about 2 ms of a 17 ms step at 100 positions. */
-static void attend_chunk(void *p, int h) {
-    const step_job *j = (const step_job *)p;
-    const int HD = j->HD, pos = j->pos;
-    float *qh = j->q + (size_t)h * HD, *pr = j->probs + (size_t)h * j->cap, *o = j->att + (size_t)h * HD;
-    rope_head(qh, j->c, j->s, HD, j->interleaved);
-    const int kvh = h / j->rep;
-    const float *kj = j->kc + (size_t)kvh * j->cap * HD, *vj = j->vc + (size_t)kvh * j->cap * HD;
+/* One query (already rotated) against cached positions 0..upto: scores, softmax, weighted values.
+ * The two inner loops run vectorised where the CPU has AVX2: written as plain C with
+ * -ffp-contract=off they were one serial chain of scalar adds per score, about 2 ms of a 17 ms
+ * decode step at 100 positions. */
+static void attend_one(const float *qh, const float *kj, const float *vj, int upto, int HD, float scale, float *pr,
+                       float *o) {
     float (*dot)(const float *, const float *, int) = dot_scalar;
     void (*axpy)(float *, float, const float *, int) = axpy_scalar;
 #ifdef WB_X86
     if (g_isa >= ISA_AVX2) { dot = dot_avx2; axpy = axpy_avx2; }
 #endif
     float mx = -INFINITY;
-    for (int t = 0; t <= pos; t++) {
-        const float acc = dot(qh, kj + (size_t)t * HD, HD) * j->scale;
+    for (int t = 0; t <= upto; t++) {
+        const float acc = dot(qh, kj + (size_t)t * HD, HD) * scale;
         pr[t] = acc;
         if (acc > mx) mx = acc;
     }
     float sum = 0.0f;
-    for (int t = 0; t <= pos; t++) {
+    for (int t = 0; t <= upto; t++) {
         pr[t] = expf(pr[t] - mx);
         sum += pr[t];
     }
     for (int d = 0; d < HD; d++) o[d] = 0.0f;
-    for (int t = 0; t <= pos; t++) axpy(o, pr[t] / sum, vj + (size_t)t * HD, HD);
+    for (int t = 0; t <= upto; t++) axpy(o, pr[t] / sum, vj + (size_t)t * HD, HD);
+}
+
+/* One query head of a decode step. */
+static void attend_chunk(void *p, int h) {
+    const step_job *j = (const step_job *)p;
+    const int HD = j->HD;
+    float *qh = j->q + (size_t)h * HD;
+    rope_head(qh, j->c, j->s, HD, j->interleaved);
+    const int kvh = h / j->rep;
+    attend_one(qh, j->kc + (size_t)kvh * j->cap * HD, j->vc + (size_t)kvh * j->cap * HD, j->pos, HD, j->scale,
+               j->probs + (size_t)h * j->cap, j->att + (size_t)h * HD);
 }
 
 static void o_chunk(void *p, int c) {
@@ -1331,32 +1338,13 @@ typedef struct {
 /* One query head for every new row: row i sits at position pos + i and sees positions 0..pos+i. */
 static void prefill_attend_chunk(void *p, int h) {
     const prefill_attend_job *j = (const prefill_attend_job *)p;
-    const int HD = j->HD;
-    float (*dot)(const float *, const float *, int) = dot_scalar;
-    void (*axpy)(float *, float, const float *, int) = axpy_scalar;
-#ifdef WB_X86
-    if (g_isa >= ISA_AVX2) { dot = dot_avx2; axpy = axpy_avx2; }
-#endif
-    const int kvh = h / j->rep;
+    const int HD = j->HD, kvh = h / j->rep;
     const float *kj = j->kc + (size_t)kvh * j->cap * HD, *vj = j->vc + (size_t)kvh * j->cap * HD;
-    float *pr = j->probs + (size_t)h * j->cap;
     for (int i = 0; i < j->M; i++) {
         const int at = j->pos + i;
-        float *qh = j->q + (size_t)i * j->qstride + (size_t)h * HD, *o = j->att + (size_t)i * j->astride + (size_t)h * HD;
+        float *qh = j->q + (size_t)i * j->qstride + (size_t)h * HD;
         rope_head(qh, j->cosr + (size_t)at * HD, j->sinr + (size_t)at * HD, HD, j->interleaved);
-        float mx = -INFINITY;
-        for (int t = 0; t <= at; t++) {
-            const float acc = dot(qh, kj + (size_t)t * HD, HD) * j->scale;
-            pr[t] = acc;
-            if (acc > mx) mx = acc;
-        }
-        float sum = 0.0f;
-        for (int t = 0; t <= at; t++) {
-            pr[t] = expf(pr[t] - mx);
-            sum += pr[t];
-        }
-        for (int d = 0; d < HD; d++) o[d] = 0.0f;
-        for (int t = 0; t <= at; t++) axpy(o, pr[t] / sum, vj + (size_t)t * HD, HD);
+        attend_one(qh, kj, vj, at, HD, j->scale, j->probs + (size_t)h * j->cap, j->att + (size_t)i * j->astride + (size_t)h * HD);
     }
 }
 
