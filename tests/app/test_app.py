@@ -177,3 +177,23 @@ async def test_without_an_ollama_server_a_notice_says_how_to_connect_one(make_ap
         await wait_until(pilot, lambda: notice.has_class("shown"))
         assert f"No Ollama server answers at http://127.0.0.1:{port}" in str(notice.render())
         assert notice.display and len(app.panes) == 2
+
+
+async def test_keys_arriving_in_one_burst_send_the_whole_prompt(make_app):
+    """A terminal delivers typed or injected keys in bursts; ctrl+t / ctrl+r right behind the text
+    must see all of it (as priority app bindings they ran before the box had inserted the rest)."""
+    from textual import events
+
+    app = make_app()
+    async with app.run_test(size=(160, 45)) as pilot:
+        for text, key in (("Name three colors.", "ctrl+t"), ("Remember the number 7.", "ctrl+r")):
+            for ch in text:
+                app.post_message(events.Key(ch, ch))
+            app.post_message(events.Key(key, None))
+            await pilot.pause()
+        await wait_until(pilot, lambda: len(replies(app, 0)) == 2 and replies(app, 1) and all_finished(app))
+        assert [v.text for v in replies(app, 1)] == ["Name three colors."]  # the scripted actors echo
+        sent, context = replies(app, 0)
+        assert sent.text == "Name three colors."
+        assert context.has_class("context") and context.prompt.endswith("Remember the number 7.")
+        assert app.query_one("#prompt").value == ""

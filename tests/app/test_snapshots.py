@@ -38,7 +38,9 @@ def test_main_screen(snap_compare, tmp_path, restore_limit):
         view.finish("TTFT 0.12 s · 27.0 tok/s · 8 tokens · E2E 0.40 s")
         for pane in app.panes:
             pane.refresh_header()
+        await app.workers.wait_for_complete()  # the reply's rendering, before the picture is taken
         await pilot.pause(0.1)
+        await pilot.wait_for_scheduled_animations()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=settle)
 

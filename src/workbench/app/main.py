@@ -50,9 +50,11 @@ class WorkbenchApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "workbench"
     BINDINGS = [
-        Binding("ctrl+t,alt+enter", "send_all", "Send to all", id="prompt.send_all", priority=True),
-        Binding("ctrl+r", "read_context(False)", "As context", id="prompt.read", show=False, priority=True),
-        Binding("alt+r", "read_context(True)", "Context to all", id="prompt.read_all", show=False, priority=True),
+        # the prompt box has the same keys (handled in order with the keys typed before them);
+        # these serve while something else on the main screen has focus
+        Binding("ctrl+t,alt+enter", "send_all", "Send to all", id="prompt.send_all"),
+        Binding("ctrl+r", "read_context(False)", "As context", id="prompt.read", show=False),
+        Binding("alt+r", "read_context(True)", "Context to all", id="prompt.read_all", show=False),
         Binding("escape", "cancel", "Cancel", id="pane.cancel"),
         Binding("alt+right", "select_pane(1)", "Next pane", id="pane.next", key_display="alt+→"),
         Binding("alt+left", "select_pane(-1)", "Prev pane", id="pane.prev", show=False),
@@ -245,8 +247,8 @@ class WorkbenchApp(App[int]):
         for pane in targets:
             pane.send(event.text)
 
-    # Prompt bindings are priority bindings (the prompt box must not swallow them), so on another
-    # screen they would steal that screen's own keys (the benchmark screen's ctrl+r is Run).
+    # The app's prompt bindings act on the main screen's prompt box: on another screen they would
+    # take its text away or, had that screen no key of its own, steal the key from it.
     PROMPT_ACTIONS: ClassVar[frozenset[str]] = frozenset({"send_all", "read_context"})
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:

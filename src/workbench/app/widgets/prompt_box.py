@@ -1,10 +1,16 @@
-"""The one prompt box: Enter sends to the selected pane; the app's send-to-all binding sends to every
-pane; its read-as-context bindings give the text (or a file, written `@PATH`) as context instead."""
+"""The one prompt box: Enter sends to the selected pane, ctrl+t (alt+enter) to every pane; ctrl+r /
+alt+r give the text (or a file, written `@PATH`) as context instead.
+
+The keys are the box's own bindings, not the app's priority bindings they once were: a terminal
+delivers keys in bursts, and an app-level binding ran before the box had inserted the characters
+typed just ahead of it, so ctrl+t sent half a prompt. The box handles its keys in order."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
+from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import Input
 
@@ -14,6 +20,11 @@ from workbench.files import NO_SUCH_FILE, read_bounded
 
 class PromptBox(Input):
     DEFAULT_CSS = css_beside(__file__)
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+t,alt+enter", "send(True)", "Send to all", id="prompt.send_all"),
+        Binding("ctrl+r", "read(False)", "As context", id="prompt.read", show=False),
+        Binding("alt+r", "read(True)", "Context to all", id="prompt.read_all", show=False),
+    ]
 
     class Send(Message):
         """The user asked to send `text` to the selected pane, or to every pane (`to_all`); with
@@ -40,6 +51,12 @@ class PromptBox(Input):
 
     async def action_submit(self) -> None:
         self.take(to_all=False)
+
+    def action_send(self, to_all: bool) -> None:
+        self.take(to_all=to_all)
+
+    def action_read(self, to_all: bool) -> None:
+        self.take(to_all=to_all, as_context=True)
 
 
 MAX_ATTACHMENT_BYTES = 1024 * 1024
