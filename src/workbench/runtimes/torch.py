@@ -245,7 +245,10 @@ class TorchWorker(ModelWorker):
         if splitter is not None:
             yield from splitter.flush()
         finish = "cancelled" if cancel.is_set() else ("length" if produced >= limit and not stopper.stopped else "stop")
-        yield Chunk(done=True, finish_reason=finish, usage=Usage(input_tokens=prompt_tokens, output_tokens=produced))
+        # how much of the prompt came from the prompt cache: a repeated prompt's TTFT is not a prefill's
+        cached = {"torch_cached_prompt_tokens": float(self.first_token.get("reused_tokens", 0))}
+        yield Chunk(done=True, finish_reason=finish,
+                    usage=Usage(input_tokens=prompt_tokens, output_tokens=produced, server=cached))
 
     def _embed(self, texts: list[str]) -> Embeddings:
         engine = self._require()
