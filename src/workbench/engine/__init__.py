@@ -120,7 +120,7 @@ class LlamaEngine:
         """Run every per-request step once (template, tokenizer, prefill, decode step, sampler,
         detokenizer) so the first real request pays for no lazy initialisation; the template's
         preamble stays in the prompt cache for the next chat."""
-        for text in ("Hi", "Hello there"):  # the second reuses the first's prefix: the masked prefill path
+        for text in ("Hi", "Hello there"):  # the second reuses the first's prefix (prefill after a cached start)
             messages = [{"role": "user", "content": text}]
             ids = self.chat_input_ids(messages) if self.tokenizer.chat_template is not None else self.tokenizer.encode(text)
             decoder = self.tokenizer.stream_decoder()

@@ -438,7 +438,8 @@ class _NativeDecoder:
     """One decode step (a single token) in one call into the C kernels (``wb_decode_step``): every
     layer, the attention over the cache, the final norm and the logits, with no Python or torch op
     between them (at 135M parameters per-op dispatch would cost about as much as the matrix work).
-    Prefill and the other weights modes use the torch path."""
+    A short prefill is one call too (``wb_prefill_step``); long prefills (where BLAS wins) and the
+    other weights modes use the torch path."""
 
     def __init__(self, model: LlamaModel, kernels: NativeKernels, ptrs: list[int], qtypes: tuple[int, int, int]) -> None:
         cfg = model.config
