@@ -57,3 +57,20 @@ def test_a_level_with_only_errors_has_no_latency_figures() -> None:
     summary = summarize_level("x", 1, records, [], duration_s=0.0)
     assert (summary.requests, summary.errors, summary.metrics) == (1, 1, {})
     assert summary.request_throughput == 0.0 and summary.peak_rss_bytes is None
+
+
+def test_the_share_of_prompt_tokens_served_from_a_cache_is_summed_over_requests_that_report_it() -> None:
+    def record(index: int, prompt: int, server: dict[str, float]) -> RequestRecord:
+        metrics = RequestMetrics(ttft_s=0.1, e2e_s=0.5, output_tokens=4, input_tokens=prompt, server=server)
+        return RequestRecord(actor="a", concurrency=1, prompt_index=index, ok=True, metrics=metrics)
+
+    records = [
+        record(0, 40, {"torch_cached_prompt_tokens": 24.0}),   # the template's preamble
+        record(1, 40, {"torch_cached_prompt_tokens": 39.0}),   # a repeated prompt
+        record(2, 20, {"llamacpp_cache_n": 5.0}),               # llama.cpp's own count
+        record(3, 100, {}),                                      # says nothing: not counted either way
+    ]
+    summary = summarize_level("a", 1, records, [], duration_s=1.0)
+    assert summary.cached_prompt_share == pytest.approx((24 + 39 + 5) / 100)
+    silent = summarize_level("a", 1, records[3:], [], duration_s=1.0)
+    assert silent.cached_prompt_share is None

@@ -74,6 +74,8 @@ COLUMNS: tuple[Column, ...] = (
            _accuracy_count),
     Column("request_throughput", "requests/s", "req/s", lambda s: s.request_throughput, 2),
     Column("ttft_p50", "TTFT p50 (ms)", "TTFT p50", _ms("ttft_s", "p50")),
+    Column("cached_prompt_pct", "prompt tokens served from the runtime's prompt cache (% of prompt tokens)",
+           "cached %", lambda s: None if s.cached_prompt_share is None else s.cached_prompt_share * 100.0, 0),
     Column("ttft_p90", "TTFT p90 (ms)", "p90", _ms("ttft_s", "p90")),
     Column("ttft_p99", "TTFT p99 (ms)", "p99", _ms("ttft_s", "p99")),
     Column("itl_p50", "ITL p50 (ms)", "ITL p50", _ms("itl_s", "p50")),
@@ -89,7 +91,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("errors", "errors", "err", lambda s: float(s.errors), 0),
 )
 COLUMNS_BY_KEY = {column.key: column for column in COLUMNS}
-SUMMARY_KEYS = ("output_tokens_per_s", "accuracy", "request_throughput", "ttft_p50", "ttft_p90", "ttft_p99", "itl_p50",
+SUMMARY_KEYS = ("output_tokens_per_s", "accuracy", "request_throughput", "ttft_p50", "ttft_p90", "ttft_p99",
+                "cached_prompt_pct", "itl_p50",
                 "tpot_p50", "e2e_p50", "e2e_p90", "peak_rss_mib", "mean_cpu_percent")
 """The summary table's figures; latencies in milliseconds (every percentile is in the saved file)."""
 

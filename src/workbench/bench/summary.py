@@ -61,6 +61,8 @@ def summarize_level(
     output_tokens = sum(m.output_tokens or 0 for m in ok)
     scored = [r.score for r in mine if r.score is not None]
     correct = sum(1 for score in scored if score >= 1.0)
+    reporting = [m for m in ok if m.cached_prompt_tokens is not None and m.input_tokens]
+    prompt_tokens = sum(m.input_tokens or 0 for m in reporting)
     rss = [s.rss_bytes for s in samples if s.actor == actor]
     cpu = [s.cpu_percent for s in samples if s.actor == actor]
     return LevelSummary(
@@ -78,4 +80,5 @@ def summarize_level(
         scored=len(scored),
         correct=correct,
         accuracy=correct / len(scored) if scored else None,
+        cached_prompt_share=sum(m.cached_prompt_tokens or 0.0 for m in reporting) / prompt_tokens if prompt_tokens else None,
     )

@@ -26,6 +26,11 @@ from collections.abc import Sequence
 from pydantic import BaseModel, Field
 
 
+#: `server` keys by which runtimes report prompt tokens served from their prompt cache: our torch
+#: engine's, and llama.cpp's `timings.cache_n` (kept by the OpenAI-compatible runtime).
+CACHED_PROMPT_KEYS = ("torch_cached_prompt_tokens", "llamacpp_cache_n")
+
+
 class RequestMetrics(BaseModel):
     correlation_id: str = ""
     operation: str = ""
@@ -36,6 +41,15 @@ class RequestMetrics(BaseModel):
     input_tokens: int | None = None
     output_tokens: int | None = None
     server: dict[str, float] = Field(default_factory=dict)
+
+    @property
+    def cached_prompt_tokens(self) -> float | None:
+        """Prompt tokens the runtime took from a prompt cache instead of prefilling them, when it
+        says so (`CACHED_PROMPT_KEYS`); a repeated prompt's TTFT is then not a prefill's."""
+        for key in CACHED_PROMPT_KEYS:
+            if key in self.server:
+                return self.server[key]
+        return None
 
     @property
     def tpot_s(self) -> float | None:

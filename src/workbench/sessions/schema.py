@@ -305,6 +305,9 @@ class LevelSummary(Strict):
     scored: int = Field(default=0, description="requests whose prompt had an expectation")
     correct: int = 0
     accuracy: float | None = Field(default=None, description="correct / scored; None when nothing was scored")
+    cached_prompt_share: float | None = Field(
+        default=None, description="share of prompt tokens the runtime served from its prompt cache, over the "
+                                  "requests that report it (torch, llama.cpp); None when none does")
 
 
 class PromptAgreement(Strict):
