@@ -283,3 +283,33 @@ def test_fast_inexact_mode_is_labelled_close_and_never_default() -> None:
     assert int(a.argmax()) == int(b.argmax())
     text = "".join(fast.generate_text(ids.tolist(), SamplingParams(max_new_tokens=24)))
     assert "Paris" in text
+
+
+def test_scalar_build_runs_the_whole_model_like_the_vector_one(tmp_path: Path) -> None:
+    """The native prefill and decode steps on the scalar code (a CPU without AVX2) give the vector
+    code's logits up to rounding order."""
+    script = (
+        "import sys, torch\n"
+        "from workbench.engine import LlamaEngine\n"
+        "engine = LlamaEngine.load(threads=1)\n"
+        "ids = torch.tensor(engine.chat_input_ids([{'role': 'user', 'content': 'What is the capital of France?'}]))\n"
+        "cache = engine.model.new_cache(ids.numel() + 2)\n"
+        "with torch.inference_mode():\n"
+        "    prefill = engine.model.forward(ids, 0, cache)[0]\n"
+        "    step = engine.model.forward(torch.tensor([504]), ids.numel(), cache)[0]\n"
+        "print(engine.model._kernels.isa)\n"
+        "torch.save({'prefill': prefill, 'step': step}, sys.argv[1])\n"
+    )
+    got = {}
+    for isa in ("scalar", "avx2"):
+        env = {**os.environ, "WORKBENCH_KERNEL_ISA": isa}
+        out = subprocess.run([sys.executable, "-c", script, str(tmp_path / f"{isa}.pt")], env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        got[isa] = (out.stdout.strip(), torch.load(tmp_path / f"{isa}.pt"))
+    assert got["scalar"][0] == "scalar"
+    assert got["avx2"][0] == ("avx2" if "avx2" in Path("/proc/cpuinfo").read_text() else "scalar")
+    for key in ("prefill", "step"):
+        a, b = got["scalar"][1][key], got["avx2"][1][key]
+        assert torch.allclose(a, b, atol=2e-3, rtol=1e-4), (key, (a - b).abs().max())
+        assert int(a.argmax()) == int(b.argmax())
