@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
+import signal
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -133,6 +137,35 @@ class WorkbenchApp(App[int]):
             self.add_ollama_panes()
         for problem in self._theme_problems:
             self.notify(problem, severity="warning")
+        self._watch_terminal()
+
+    # ----- the terminal going away --------------------------------------------------------------------
+    def _watch_terminal(self) -> None:
+        """Quit, closing workers and the session journal, when the terminal hangs up or goes away.
+
+        A SIGHUP reaches us only when we lead the terminal's session or its leader passes it on:
+        under `make run` in tmux, killing tmux left make (the session leader) waiting and the app
+        without a terminal, where Textual's input thread spun a core at 100% for as long as it
+        lived. So a SIGHUP quits, and once a second the terminal is checked as well."""
+        if self.is_headless:
+            return
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError, AttributeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._terminal_gone)
+        self.set_interval(1.0, self._check_terminal)
+
+    def _check_terminal(self) -> None:
+        stdin = sys.__stdin__
+        try:
+            os.tcgetpgrp(stdin.fileno())  # EIO once the terminal hung up; ENOTTY if stdin is no terminal
+        except OSError as error:
+            if error.errno != errno.ENOTTY:
+                self._terminal_gone()
+        except (AttributeError, ValueError):  # stdin closed or replaced
+            self._terminal_gone()
+
+    def _terminal_gone(self) -> None:
+        log.warning("the terminal went away: quitting")
+        self.exit(return_code=1)
 
     # ----- panes --------------------------------------------------------------------------------------
     @property
