@@ -72,15 +72,20 @@ def test_clear_frees_the_cache(engine: LlamaEngine) -> None:
     assert timings["reused_tokens"] == 0
 
 
-def test_truncate_keeps_only_the_first_ids(engine: LlamaEngine) -> None:
+def test_truncate_keeps_only_the_first_ids_and_saves_the_prompt_first(engine: LlamaEngine) -> None:
     engine.prompt_cache.clear()  # no saved prompt to reuse the preamble from
     ids = engine.chat_input_ids([{"role": "user", "content": "Name a city."}])
+    other = engine.chat_input_ids([{"role": "user", "content": "Name a river."}])
     first = list(engine.generate(ids, PARAMS))
     engine.prompt_cache.truncate(10)
     assert engine.prompt_cache.ids == ids[:10]
     timings: dict[str, float] = {}
+    fresh_other = _fresh(engine, other)
+    assert list(engine.generate(other, PARAMS, timings=timings)) == fresh_other
+    shared = next(i for i, (a, b) in enumerate(zip(ids, other)) if a != b)
+    assert shared > 10 and timings["reused_tokens"] == shared  # from the saved copy of the truncated prompt
     assert list(engine.generate(ids, PARAMS, timings=timings)) == first
-    assert timings["reused_tokens"] == 10
+    assert timings["reused_tokens"] == len(ids) - 1
 
 
 def test_a_prompt_sent_again_after_others_is_not_prefilled_again(engine: LlamaEngine) -> None:

@@ -150,9 +150,10 @@ class PromptCache:
             raise RuntimeError("a newer generation has taken over this model's KV cache")
 
     def truncate(self, keep: int) -> None:
-        """Forget all but the first ``keep`` cached ids (e.g. keep a template's preamble only)."""
+        """Forget all but the first ``keep`` ids of the working cache (e.g. keep a template's
+        preamble only); the last prompt is saved first, as the next :meth:`take` would have."""
+        self._save_last_prompt()
         del self.ids[keep:]
-        self._prompt = ()
         self.epoch += 1
 
     def clear(self) -> None:
