@@ -327,19 +327,27 @@ T_AVX2 static void quantize_act_avx2(const float *x, int K, float *packed) {
 /* Largest K whose permuted copy of x goes on the stack (64 KiB); wider rows use the widening kernel. */
 #define Q4_PERMUTE_MAX_K 16384
 
-T_AVX2 static inline __m256 q4_block_avx2(const uint8_t *q, const float *xp, __m256i sh, __m256i sh4, __m256i mk) {
+/* A block's 32 nibbles as eight-lane int32 vectors, in the lane order above. */
+T_AVX2 static inline void q4_nibbles_avx2(const uint8_t *q, __m256i n[4]) {
+    const __m256i sh = _mm256_setr_epi32(0, 0, 8, 8, 16, 16, 24, 24);
+    const __m256i sh4 = _mm256_add_epi32(sh, _mm256_set1_epi32(4)), mk = _mm256_set1_epi32(15);
     long long lo8, hi8;
     memcpy(&lo8, q, 8);
     memcpy(&hi8, q + 8, 8);
     const __m256i A = _mm256_set1_epi64x(lo8), B = _mm256_set1_epi64x(hi8);
-    const __m256 q0 = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(A, sh), mk));
-    const __m256 q1 = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(A, sh4), mk));
-    const __m256 q2 = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(B, sh), mk));
-    const __m256 q3 = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(B, sh4), mk));
-    const __m256 p0 = _mm256_mul_ps(q0, _mm256_loadu_ps(xp));
-    const __m256 p1 = _mm256_mul_ps(q2, _mm256_loadu_ps(xp + 16));
-    const __m256 p2 = _mm256_fmadd_ps(q1, _mm256_loadu_ps(xp + 8), p0);
-    const __m256 p3 = _mm256_fmadd_ps(q3, _mm256_loadu_ps(xp + 24), p1);
+    n[0] = _mm256_and_si256(_mm256_srlv_epi32(A, sh), mk);
+    n[1] = _mm256_and_si256(_mm256_srlv_epi32(A, sh4), mk);
+    n[2] = _mm256_and_si256(_mm256_srlv_epi32(B, sh), mk);
+    n[3] = _mm256_and_si256(_mm256_srlv_epi32(B, sh4), mk);
+}
+
+T_AVX2 static inline __m256 q4_block_avx2(const uint8_t *q, const float *xp) {
+    __m256i n[4];
+    q4_nibbles_avx2(q, n);
+    const __m256 p0 = _mm256_mul_ps(_mm256_cvtepi32_ps(n[0]), _mm256_loadu_ps(xp));
+    const __m256 p1 = _mm256_mul_ps(_mm256_cvtepi32_ps(n[2]), _mm256_loadu_ps(xp + 16));
+    const __m256 p2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(n[1]), _mm256_loadu_ps(xp + 8), p0);
+    const __m256 p3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(n[3]), _mm256_loadu_ps(xp + 24), p1);
     return _mm256_add_ps(p2, p3);
 }
 
@@ -357,6 +365,19 @@ T_AVX2 static inline __m256 q4_block_widen_avx2(const uint8_t *q, const float *x
     return _mm256_add_ps(p2, p3);
 }
 
+/* x rows copied into q4_block_avx2's lane order (see there). */
+T_AVX2 static void permute_rows_avx2(const float *x, int M, int K, float *out) {
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (size_t b = 0; b < (size_t)M * K / 32; b++) {
+        const float *xb = x + b * 32;
+        float *pb = out + b * 32;
+        _mm256_storeu_ps(pb, _mm256_permutevar8x32_ps(_mm256_loadu_ps(xb), order));
+        _mm256_storeu_ps(pb + 8, _mm256_permutevar8x32_ps(_mm256_loadu_ps(xb + 16), order));
+        _mm256_storeu_ps(pb + 16, _mm256_permutevar8x32_ps(_mm256_loadu_ps(xb + 8), order));
+        _mm256_storeu_ps(pb + 24, _mm256_permutevar8x32_ps(_mm256_loadu_ps(xb + 24), order));
+    }
+}
+
 /* One row at a time: measured faster in the decode step than 2 or 4 interleaved rows (one
  * sequential stream through weights that do not fit the cache). */
 T_AVX2 static void q4_rows_avx2(const uint8_t *w, size_t stride, int nb, const float *x, const float *xs,
@@ -364,19 +385,7 @@ T_AVX2 static void q4_rows_avx2(const uint8_t *w, size_t stride, int nb, const f
     const int bsz = has_min ? 20 : 18, off = has_min ? 4 : 2;
     const int K = nb * 32, permuted = K <= Q4_PERMUTE_MAX_K;
     float xp[permuted ? K : 1];
-    if (permuted) { /* the lane order above: one lane permute per 8 floats, quarters 1 and 2 swapped */
-        const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-        for (int b = 0; b < nb; b++) {
-            const float *xb = x + b * 32;
-            float *pb = xp + b * 32;
-            _mm256_storeu_ps(pb, _mm256_permutevar8x32_ps(_mm256_loadu_ps(xb), order));
-            _mm256_storeu_ps(pb + 8, _mm256_permutevar8x32_ps(_mm256_loadu_ps(xb + 16), order));
-            _mm256_storeu_ps(pb + 16, _mm256_permutevar8x32_ps(_mm256_loadu_ps(xb + 8), order));
-            _mm256_storeu_ps(pb + 24, _mm256_permutevar8x32_ps(_mm256_loadu_ps(xb + 24), order));
-        }
-    }
-    const __m256i sh = _mm256_setr_epi32(0, 0, 8, 8, 16, 16, 24, 24);
-    const __m256i sh4 = _mm256_add_epi32(sh, _mm256_set1_epi32(4)), mk = _mm256_set1_epi32(15);
+    if (permuted) permute_rows_avx2(x, 1, K, xp);
     for (int n = n0; n < n1; n++) {
         __m256 a = _mm256_setzero_ps();
         float m = 0.0f;
@@ -384,7 +393,7 @@ T_AVX2 static void q4_rows_avx2(const uint8_t *w, size_t stride, int nb, const f
         for (int b = 0; b < nb; b++) {
             const uint8_t *blk = row + (size_t)b * bsz;
             const float d = h2f_avx2(blk);
-            const __m256 s = permuted ? q4_block_avx2(blk + off, xp + b * 32, sh, sh4, mk)
+            const __m256 s = permuted ? q4_block_avx2(blk + off, xp + b * 32)
                                       : q4_block_widen_avx2(blk + off, x + b * 32);
             a = _mm256_fmadd_ps(_mm256_set1_ps(d), s, a);
             m += (has_min ? h2f_avx2(blk + 2) : -8.0f * d) * xs[b];
@@ -449,18 +458,12 @@ T_AVX2 static void dequant_lanes_avx2(int qtype, const uint8_t *row, int nb, flo
         return;
     }
     const int has_min = qtype == WB_Q4_1, bsz = has_min ? 20 : 18, off = has_min ? 4 : 2;
-    const __m256i sh = _mm256_setr_epi32(0, 0, 8, 8, 16, 16, 24, 24);
-    const __m256i sh4 = _mm256_add_epi32(sh, _mm256_set1_epi32(4)), mk = _mm256_set1_epi32(15);
     const __m256i eight = _mm256_set1_epi32(8);
     for (int b = 0; b < nb; b++, out += 32) {
         const uint8_t *blk = row + (size_t)b * bsz;
         const __m256 d = _mm256_set1_ps(h2f_avx2(blk));
-        long long lo8, hi8;
-        memcpy(&lo8, blk + off, 8);
-        memcpy(&hi8, blk + off + 8, 8);
-        const __m256i A = _mm256_set1_epi64x(lo8), B = _mm256_set1_epi64x(hi8);
-        const __m256i q[4] = {_mm256_and_si256(_mm256_srlv_epi32(A, sh), mk), _mm256_and_si256(_mm256_srlv_epi32(A, sh4), mk),
-                              _mm256_and_si256(_mm256_srlv_epi32(B, sh), mk), _mm256_and_si256(_mm256_srlv_epi32(B, sh4), mk)};
+        __m256i q[4];
+        q4_nibbles_avx2(blk + off, q);
         if (has_min) {
             const __m256 m = _mm256_set1_ps(h2f_avx2(blk + 2));
             for (int i = 0; i < 4; i++) _mm256_storeu_ps(out + 8 * i, _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(q[i])), m));
@@ -535,19 +538,6 @@ T_AVX2 static void multi_rows_avx2(int qtype, const uint8_t *w, size_t stride, i
             float *yr = y + (size_t)r * N + n;
             for (int i = 0; i < nr; i++) yr[i] = hsum256(out[i]) + (acc ? yr[i] : 0.0f);
         }
-    }
-}
-
-/* x rows copied into q4_block_avx2's lane order (see there). */
-T_AVX2 static void permute_rows_avx2(const float *x, int M, int K, float *out) {
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    for (size_t b = 0; b < (size_t)M * K / 32; b++) {
-        const float *xb = x + b * 32;
-        float *pb = out + b * 32;
-        _mm256_storeu_ps(pb, _mm256_permutevar8x32_ps(_mm256_loadu_ps(xb), order));
-        _mm256_storeu_ps(pb + 8, _mm256_permutevar8x32_ps(_mm256_loadu_ps(xb + 16), order));
-        _mm256_storeu_ps(pb + 16, _mm256_permutevar8x32_ps(_mm256_loadu_ps(xb + 8), order));
-        _mm256_storeu_ps(pb + 24, _mm256_permutevar8x32_ps(_mm256_loadu_ps(xb + 24), order));
     }
 }
 
@@ -1118,12 +1108,41 @@ enum {
 #define P_GLOBAL 3
 #define P_LAYER 9
 
+/* The widest activation row a layer has (hidden, intermediate, or all query heads). */
+static int64_t widest_row(const int32_t *cfg) {
+    int64_t widest = cfg[C_HIDDEN] > cfg[C_INTER] ? cfg[C_HIDDEN] : cfg[C_INTER];
+    const int64_t qd = (int64_t)cfg[C_HEADS] * cfg[C_HEAD_DIM];
+    return qd > widest ? qd : widest;
+}
+
+/* What both whole-model steps check of the model before touching memory: the config's shape, one
+ * non-null pointer per tensor, known block types. The caller checks its own buffers first. */
+static int check_model(const int64_t *ptrs, int nptrs, const int32_t *cfg, int ncfg, int nthreads) {
+    if (ncfg != C_COUNT) return WB_E_CONFIG;
+    const int L = cfg[C_LAYERS], H = cfg[C_HIDDEN], I = cfg[C_INTER], NH = cfg[C_HEADS], NKV = cfg[C_KV_HEADS],
+              HD = cfg[C_HEAD_DIM], V = cfg[C_VOCAB];
+    if (L <= 0 || H <= 0 || I <= 0 || NH <= 0 || NKV <= 0 || HD <= 0 || V <= 0 || nthreads <= 0) return WB_E_SHAPE;
+    if (H % 32 || I % 32 || (NH * HD) % 32 || HD % 2 || NH % NKV) return WB_E_SHAPE;
+    if (nptrs != P_GLOBAL + P_LAYER * L) return WB_E_CONFIG;
+    for (int i = 0; i < nptrs; i++)
+        if (!ptrs[i]) return WB_E_NULL;
+    if (!block_bytes(cfg[C_EMB_QTYPE]) || !block_bytes(cfg[C_HEAD_QTYPE]) || !block_bytes(cfg[C_LAYER_QTYPE]))
+        return WB_E_QTYPE;
+    return WB_OK;
+}
+
+/* Row `token` of the block-quantized embedding table, dequantized into out[0..H). */
+static void embed_row(const int64_t *ptrs, const int32_t *cfg, int token, float *out) {
+    const int eqt = cfg[C_EMB_QTYPE], H = cfg[C_HIDDEN], bsz = block_bytes(eqt);
+    dequant_job dj = {eqt, bsz, H / 32, 1, H, (const uint8_t *)ptrs[0] + (size_t)token * (H / 32) * bsz, out};
+    dequant_rows(&dj, 0, 1);
+}
+
 /** Scratch floats wb_decode_step needs for this config and KV capacity. */
 int64_t wb_decode_scratch(const int32_t *cfg, int ncfg, int cap) {
     if (!cfg || ncfg != C_COUNT || cap <= 0) return WB_E_CONFIG;
     const int64_t h = cfg[C_HIDDEN], i = cfg[C_INTER], nh = cfg[C_HEADS], nkv = cfg[C_KV_HEADS], hd = cfg[C_HEAD_DIM];
-    int64_t widest = h > i ? h : i;
-    if (nh * hd > widest) widest = nh * hd;
+    const int64_t widest = widest_row(cfg);
     return 2 * h + (nh + 2 * nkv) * hd + nh * hd + 2 * i + widest / 32 + act_floats((int)widest) + nh * (int64_t)cap;
 }
 
@@ -1218,16 +1237,11 @@ int wb_decode_step(const int64_t *ptrs, int nptrs, const int32_t *cfg, int ncfg,
                    float *kv, int64_t kv_len, int cap, const float *cosr, const float *sinr, int64_t rope_len,
                    float *scratch, int64_t scratch_len, float *logits, int64_t logits_len, int nthreads) {
     if (!ptrs || !cfg || !kv || !cosr || !sinr || !scratch || !logits) return WB_E_NULL;
-    if (ncfg != C_COUNT) return WB_E_CONFIG;
+    const int rc = check_model(ptrs, nptrs, cfg, ncfg, nthreads);
+    if (rc != WB_OK) return rc;
     const int L = cfg[C_LAYERS], H = cfg[C_HIDDEN], I = cfg[C_INTER], NH = cfg[C_HEADS], NKV = cfg[C_KV_HEADS],
               HD = cfg[C_HEAD_DIM], V = cfg[C_VOCAB];
-    if (L <= 0 || H <= 0 || I <= 0 || NH <= 0 || NKV <= 0 || HD <= 0 || V <= 0 || nthreads <= 0) return WB_E_SHAPE;
-    if (H % 32 || I % 32 || (NH * HD) % 32 || HD % 2 || NH % NKV) return WB_E_SHAPE;
-    if (nptrs != P_GLOBAL + P_LAYER * L) return WB_E_CONFIG;
-    for (int j = 0; j < nptrs; j++)
-        if (!ptrs[j]) return WB_E_NULL;
-    const int eqt = cfg[C_EMB_QTYPE], hqt = cfg[C_HEAD_QTYPE], lqt = cfg[C_LAYER_QTYPE];
-    if (!block_bytes(eqt) || !block_bytes(hqt) || !block_bytes(lqt)) return WB_E_QTYPE;
+    const int hqt = cfg[C_HEAD_QTYPE], lqt = cfg[C_LAYER_QTYPE];
     if (token < 0 || token >= V || pos < 0 || pos >= cap) return WB_E_RANGE;
     if ((int64_t)(pos + 1) * HD > rope_len) return WB_E_RANGE;
     if (kv_len < (int64_t)L * 2 * NKV * cap * HD || logits_len < V) return WB_E_SIZE;
@@ -1243,8 +1257,7 @@ int wb_decode_step(const int64_t *ptrs, int nptrs, const int32_t *cfg, int ncfg,
     j.gate = j.att + (size_t)NH * HD;
     j.up = j.gate + I;
     j.xs = j.up + I;
-    int widest = H > I ? H : I;
-    if (NH * HD > widest) widest = NH * HD;
+    const int widest = (int)widest_row(cfg);
     j.xa = j.xs + widest / 32;
     j.probs = j.xa + act_floats(widest);
     const int q8a = cfg[C_ACT_Q8] != 0;
@@ -1259,12 +1272,7 @@ int wb_decode_step(const int64_t *ptrs, int nptrs, const int32_t *cfg, int ncfg,
     j.c = cosr + (size_t)pos * HD;
     j.s = sinr + (size_t)pos * HD;
 
-    /* embedding row: dequantize one row of the table */
-    {
-        const size_t es = (size_t)(H / 32) * block_bytes(eqt);
-        dequant_job dj = {eqt, block_bytes(eqt), H / 32, 1, H, (const uint8_t *)ptrs[0] + (size_t)token * es, j.x};
-        dequant_rows(&dj, 0, 1);
-    }
+    embed_row(ptrs, cfg, token, j.x);
     pthread_mutex_lock(&g_pool_owner);
     pool_size(nthreads);
     const int n_qkv = chunks_of(NH * HD) + 2 * chunks_of(NKV * HD);
@@ -1322,9 +1330,7 @@ int wb_decode_step(const int64_t *ptrs, int nptrs, const int32_t *cfg, int ncfg,
 int64_t wb_prefill_scratch(const int32_t *cfg, int ncfg, int cap, int M) {
     if (!cfg || ncfg != C_COUNT || cap <= 0 || M <= 0) return WB_E_CONFIG;
     const int64_t h = cfg[C_HIDDEN], i = cfg[C_INTER], nh = cfg[C_HEADS], nkv = cfg[C_KV_HEADS], hd = cfg[C_HEAD_DIM];
-    int64_t widest = h > i ? h : i;
-    if (nh * hd > widest) widest = nh * hd;
-    return M * (2 * h + (nh + 2 * nkv) * hd + nh * hd + 2 * i) + (int64_t)gemm_scratch_floats(M, (int)widest) +
+    return M * (2 * h + (nh + 2 * nkv) * hd + nh * hd + 2 * i) + (int64_t)gemm_scratch_floats(M, (int)widest_row(cfg)) +
            nh * (int64_t)cap;
 }
 
@@ -1355,17 +1361,12 @@ int wb_prefill_step(const int64_t *ptrs, int nptrs, const int32_t *cfg, int ncfg
                     int64_t rope_len, float *scratch, int64_t scratch_len, float *logits, int64_t logits_len,
                     int nthreads) {
     if (!ptrs || !cfg || !tokens || !kv || !cosr || !sinr || !scratch || !logits) return WB_E_NULL;
-    if (ncfg != C_COUNT) return WB_E_CONFIG;
+    const int rc = check_model(ptrs, nptrs, cfg, ncfg, nthreads);
+    if (rc != WB_OK) return rc;
+    if (M <= 0) return WB_E_SHAPE;
     const int L = cfg[C_LAYERS], H = cfg[C_HIDDEN], I = cfg[C_INTER], NH = cfg[C_HEADS], NKV = cfg[C_KV_HEADS],
               HD = cfg[C_HEAD_DIM], V = cfg[C_VOCAB];
-    if (L <= 0 || H <= 0 || I <= 0 || NH <= 0 || NKV <= 0 || HD <= 0 || V <= 0 || nthreads <= 0 || M <= 0)
-        return WB_E_SHAPE;
-    if (H % 32 || I % 32 || (NH * HD) % 32 || HD % 2 || NH % NKV) return WB_E_SHAPE;
-    if (nptrs != P_GLOBAL + P_LAYER * L) return WB_E_CONFIG;
-    for (int i = 0; i < nptrs; i++)
-        if (!ptrs[i]) return WB_E_NULL;
-    const int eqt = cfg[C_EMB_QTYPE], hqt = cfg[C_HEAD_QTYPE], lqt = cfg[C_LAYER_QTYPE];
-    if (!block_bytes(eqt) || !block_bytes(hqt) || !block_bytes(lqt)) return WB_E_QTYPE;
+    const int hqt = cfg[C_HEAD_QTYPE], lqt = cfg[C_LAYER_QTYPE];
     for (int i = 0; i < M; i++)
         if (tokens[i] < 0 || tokens[i] >= V) return WB_E_RANGE;
     if (pos < 0 || pos + M > cap) return WB_E_RANGE;
@@ -1376,18 +1377,10 @@ int wb_prefill_step(const int64_t *ptrs, int nptrs, const int32_t *cfg, int ncfg
     const int QD = NH * HD, KD = NKV * HD;
     float *x = scratch, *hb = x + (size_t)M * H, *q = hb + (size_t)M * H, *k = q + (size_t)M * QD,
           *v = k + (size_t)M * KD, *att = v + (size_t)M * KD, *gate = att + (size_t)M * QD, *up = gate + (size_t)M * I;
-    int widest = H > I ? H : I;
-    if (QD > widest) widest = QD;
-    float *gs = up + (size_t)M * I, *probs = gs + gemm_scratch_floats(M, widest);
+    float *gs = up + (size_t)M * I, *probs = gs + gemm_scratch_floats(M, (int)widest_row(cfg));
     const int interleaved = cfg[C_ROPE_INTERLEAVED] != 0;
 
-    {
-        const size_t es = (size_t)(H / 32) * block_bytes(eqt);
-        for (int i = 0; i < M; i++) {
-            dequant_job dj = {eqt, block_bytes(eqt), H / 32, 1, H, (const uint8_t *)ptrs[0] + (size_t)tokens[i] * es, x + (size_t)i * H};
-            dequant_rows(&dj, 0, 1);
-        }
-    }
+    for (int i = 0; i < M; i++) embed_row(ptrs, cfg, tokens[i], x + (size_t)i * H);
     pick_isa();
     pthread_mutex_lock(&g_pool_owner);
     pool_size(nthreads);
