@@ -28,7 +28,8 @@ from pydantic import BaseModel, Field
 
 #: `server` keys by which runtimes report prompt tokens served from their prompt cache: our torch
 #: engine's, and llama.cpp's `timings.cache_n` (kept by the OpenAI-compatible runtime).
-CACHED_PROMPT_KEYS = ("torch_cached_prompt_tokens", "llamacpp_cache_n")
+TORCH_CACHED_PROMPT_TOKENS = "torch_cached_prompt_tokens"
+CACHED_PROMPT_KEYS = (TORCH_CACHED_PROMPT_TOKENS, "llamacpp_cache_n")
 
 
 class RequestMetrics(BaseModel):

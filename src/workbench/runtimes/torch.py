@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 from workbench.actors.actor import Message
 from workbench.errors import NotSupported, PromptTooLong
-from workbench.metrics.request import CACHED_PROMPT_KEYS
+from workbench.metrics.request import TORCH_CACHED_PROMPT_TOKENS
 from workbench.models.catalog import resolve_model
 from workbench.runtimes.base import Availability, ChatRequest, EmbedRequest, GenerateRequest
 from workbench.runtimes.inprocess import InProcessModelRuntimeActor
@@ -247,7 +247,7 @@ class TorchWorker(ModelWorker):
             yield from splitter.flush()
         finish = "cancelled" if cancel.is_set() else ("length" if produced >= limit and not stopper.stopped else "stop")
         # how much of the prompt came from the prompt cache: a repeated prompt's TTFT is not a prefill's
-        cached = {CACHED_PROMPT_KEYS[0]: float(self.first_token.get("reused_tokens", 0))}
+        cached = {TORCH_CACHED_PROMPT_TOKENS: float(self.first_token.get("reused_tokens", 0))}
         yield Chunk(done=True, finish_reason=finish,
                     usage=Usage(input_tokens=prompt_tokens, output_tokens=produced, server=cached))
 
