@@ -46,13 +46,20 @@ OPENAI_CALLS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
+async def _refusals(http: httpx.AsyncClient, model: str, calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+    """Each call to `model` answered 503; their `error` fields, in order."""
+    errors = []
+    for path, body in calls:
+        answer = await http.post(path, json={"model": model, **body})
+        assert answer.status_code == 503, (path, body, answer.text)
+        errors.append(answer.json()["error"])
+    return errors
+
+
 @pytest.mark.parametrize(("model", "why"), [("halted", "stopped"), ("missing", "failed")])
 async def test_ollama_routes_answer_503_naming_the_model(server: APIServer, model: str, why: str) -> None:
     async with httpx.AsyncClient(base_url=server.url) as http:
-        for path, body in OLLAMA_CALLS:
-            answer = await http.post(path, json={"model": model, **body})
-            assert answer.status_code == 503, (path, body, answer.text)
-            error = answer.json()["error"]
+        for error in await _refusals(http, model, OLLAMA_CALLS):
             assert isinstance(error, str)
             assert f"model '{model}' is not running" in error and why in error and "restart" in error
         assert (await http.post("/api/generate", json={"model": "echo", "prompt": "still up",
@@ -62,10 +69,7 @@ async def test_ollama_routes_answer_503_naming_the_model(server: APIServer, mode
 @pytest.mark.parametrize(("model", "why"), [("halted", "stopped"), ("missing", "failed")])
 async def test_openai_routes_answer_503_in_openai_shape(server: APIServer, model: str, why: str) -> None:
     async with httpx.AsyncClient(base_url=server.url) as http:
-        for path, body in OPENAI_CALLS:
-            answer = await http.post(path, json={"model": model, **body})
-            assert answer.status_code == 503, (path, body, answer.text)
-            error = answer.json()["error"]
+        for error in await _refusals(http, model, OPENAI_CALLS):
             assert error["type"] == "server_error" and error["code"] == "model_not_running"
             assert f"model '{model}' is not running" in error["message"] and why in error["message"]
 
