@@ -21,7 +21,13 @@ import psutil
 import pytest
 import ray  # the `ray` extra; `make test` installs it, so a missing one fails here instead of skipping
 
-from tests.support.placed_checks import GREEDY, LONG, QUESTION, assert_cancel_stops_the_worker_within_a_token
+from tests.support.placed_checks import (
+    GREEDY,
+    LONG,
+    QUESTION,
+    assert_cancel_stops_the_worker_within_a_token,
+    graphed_memory,
+)
 from workbench.actors.actor import ActorState
 from workbench.actors.supervisor import RestartPolicy, Supervisor
 from workbench.errors import ActorFailed, MessageCancelled, RuntimeUnavailable, WorkbenchError
@@ -310,22 +316,14 @@ def test_the_add_pane_picker_offers_ray_placed_models_when_ray_is_installed() ->
 
 # ----- the app --------------------------------------------------------------------------------------
 async def test_the_app_graphs_the_ray_actors_own_memory(placed: Placed, tmp_path: Path) -> None:
-    from workbench.app.main import WorkbenchApp
-
     actor = placed.actor
-    app = WorkbenchApp([actor.spec], tmp_path / "sessions", actor_factory=lambda _spec: actor, discover_ollama=False,
-                       sample_interval_s=None, own_actors=False, settings_path=tmp_path / "settings.json")
-    async with app.run_test(size=(160, 50)) as pilot:
-        await pilot.pause()
-        app.sample_resources()
-        await pilot.pause()
-        series = app.graph_data.memory
-        assert len(series) == 1, series.keys()
-        (points,) = series.values()
-        host_mib = psutil.Process(host_pid(actor)).memory_info().rss / 2**20
-        assert abs(points[-1][1] - host_mib) < 0.2 * host_mib
-        target = actor.memory_target()  # what the sampler read: the Ray actor's process, not the app's
-        assert target is not None and target.pid == host_pid(actor) != os.getpid()
+    last_mib, _ = await graphed_memory({actor.spec: actor}, tmp_path)
+    assert len(last_mib) == 1, last_mib.keys()
+    (graphed,) = last_mib.values()
+    host_mib = psutil.Process(host_pid(actor)).memory_info().rss / 2**20
+    assert abs(graphed - host_mib) < 0.2 * host_mib
+    target = actor.memory_target()  # what the sampler read: the Ray actor's process, not the app's
+    assert target is not None and target.pid == host_pid(actor) != os.getpid()
 
 
 async def test_a_model_on_another_node_is_graphed_from_the_figures_it_sends(

@@ -17,7 +17,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.support.placed_checks import GREEDY, LONG, QUESTION, assert_cancel_stops_the_worker_within_a_token
+from tests.support.placed_checks import (
+    GREEDY,
+    LONG,
+    QUESTION,
+    assert_cancel_stops_the_worker_within_a_token,
+    graphed_memory,
+)
 from workbench.actors.actor import ActorState
 from workbench.actors.supervisor import RestartPolicy, Supervisor
 from workbench.errors import MessageCancelled, WorkbenchError
@@ -303,24 +309,14 @@ async def test_a_benchmark_run_file_carries_each_actors_own_memory(pair: Pair, t
 
 
 async def test_the_app_graphs_one_memory_series_per_worker(pair: Pair, tmp_path: Path) -> None:
-    from workbench.app.main import WorkbenchApp
-
     actors = {"transformers:smollm2": pair.transformers, "torch:smollm2": pair.torch}
-    app = WorkbenchApp(list(actors), tmp_path / "sessions", actor_factory=actors.__getitem__, discover_ollama=False,
-                       sample_interval_s=None, own_actors=False, settings_path=tmp_path / "settings.json")
-    async with app.run_test(size=(160, 50)) as pilot:
-        await pilot.pause()
-        app.sample_resources()
-        await pilot.pause()
-        series = app.graph_data.memory
-        assert len(series) == 2, (series.keys(), [(p.title, p.actor.state, p.actor.memory_target()) for p in app.panes])
-        (first_label, first), (second_label, second) = series.items()
-        assert first_label != second_label
-        mib = {label: points[-1][1] for label, points in series.items()}
-        assert len(set(mib.values())) == 2, mib  # two lines, not one curve drawn twice
-        for pane in app.panes:
-            worker_mib = psutil.Process(worker_pid(pane.actor)).memory_info().rss / 2**20
-            assert abs(mib[pane.title] - worker_mib) < 0.2 * worker_mib, (pane.title, mib, worker_mib)
+    mib, panes = await graphed_memory(actors, tmp_path)
+    assert len(mib) == 2, (mib.keys(), [(title, a.state, a.memory_target()) for title, a in panes.items()])
+    assert len(set(mib)) == 2  # two labels
+    assert len(set(mib.values())) == 2, mib  # two lines, not one curve drawn twice
+    for title, actor in panes.items():
+        worker_mib = psutil.Process(worker_pid(actor)).memory_info().rss / 2**20
+        assert abs(mib[title] - worker_mib) < 0.2 * worker_mib, (title, mib, worker_mib)
 
 
 async def test_no_worker_outlives_its_actor(pair: Pair) -> None:
