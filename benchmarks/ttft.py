@@ -41,7 +41,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -136,6 +136,7 @@ class Server:
     def __init__(self, name: str, args: list[str], url: str, ready_path: str, max_tokens: int) -> None:
         self.name, self.args, self.url, self.ready_path, self.max_tokens = name, args, url, ready_path, max_tokens
         self.process: subprocess.Popen[bytes] | None = None
+        self.log: IO[bytes] | None = None  # the server's stderr, once started
         self.client = httpx.AsyncClient(base_url=url, timeout=120)
 
     async def start(self) -> None:
@@ -183,7 +184,7 @@ class Server:
 
     async def stop(self) -> None:
         await self.client.aclose()
-        if getattr(self, "log", None) is not None:
+        if self.log is not None:
             self.log.close()
         if self.process is not None:
             self.process.terminate()
