@@ -33,7 +33,7 @@ from workbench.textgen.detokenize import IncrementalDetokenizer
 from workbench.textgen.sampler import Sampler, apply_repetition_penalty
 from workbench.textgen.stops import StopMatcher
 
-from .model import KVCache, LlamaModel
+from .model import KVCache, LlamaModel, OneThread
 
 __all__ = ["PromptCache", "SamplingParams", "generate_tokens"]
 
@@ -239,11 +239,12 @@ def generate_tokens(
                 prompt_cache.ids.extend(step_input.tolist())
             sampled, sampled_cpu = time.perf_counter(), time.thread_time()
             pos += int(step_input.numel())
-            if seen is not None:
-                logits = apply_repetition_penalty(logits, seen, penalty)
-            if generated < params.min_new_tokens and stop_list.numel():
-                logits = logits.index_fill(0, stop_list, float("-inf"))
-            token = sampler(logits)
+            with OneThread():  # a few small ops: an OpenMP worker woken for them costs more (see OneThread)
+                if seen is not None:
+                    logits = apply_repetition_penalty(logits, seen, penalty)
+                if generated < params.min_new_tokens and stop_list.numel():
+                    logits = logits.index_fill(0, stop_list, float("-inf"))
+                token = sampler(logits)
             if timings is not None and generated == 0:
                 timings["prefill_s"] = sampled - started
                 timings["prefill_cpu_s"] = sampled_cpu - started_cpu

@@ -32,7 +32,7 @@ from .quant import (
     int8_from_float,
 )
 
-__all__ = ["KVCache", "LlamaConfig", "LlamaModel", "WeightsMode", "WEIGHT_MODES"]
+__all__ = ["KVCache", "LlamaConfig", "LlamaModel", "OneThread", "WeightsMode", "WEIGHT_MODES"]
 
 WeightsMode = Literal["q4", "fp32", "bf16", "int4pack", "int8", "q4q8"]
 #: ``q4``: GGUF blocks as stored + our C kernels, fp32 math (fast, matches fp32 up to rounding order).
@@ -52,8 +52,15 @@ Embedding = DenseEmbedding | NativeBlockEmbedding
 SERIAL_PREFILL_ROWS = 32
 
 
-class _OneThread:
-    """Run a block on one intra-op thread (torch's and, through it, our kernels'), then restore."""
+class OneThread:
+    """Run a block on one intra-op thread (torch's and, through it, our kernels'), then restore.
+
+    Also for the small torch ops between native decode steps (copying and sampling 49k logits):
+    at two threads each of them opened an OpenMP region, whose worker then spun (OpenMP's default
+    wait policy, when torch was imported before workbench could set PASSIVE) or was woken (PASSIVE)
+    beside our own pool's helper on a 2-vCPU machine. Measured (quiet, 2 threads, 128 tokens):
+    59-68 tok/s with the spinning worker, 89-95 woken, against 107-110 with no OpenMP worker.
+    """
 
     def __enter__(self) -> None:
         self.saved = torch.get_num_threads()
@@ -63,6 +70,7 @@ class _OneThread:
     def __exit__(self, *exc: object) -> None:
         if self.saved != 1:
             torch.set_num_threads(self.saved)
+
 
 ProgressFn = Callable[[float, str], None]
 
@@ -352,7 +360,7 @@ class LlamaModel:
                 return self._native.step(int(ids[0]), start, cache, self._cos, self._sin)
             return self._native.prefill(ids, start, cache, self._cos, self._sin)
         if 1 < ids.shape[0] <= SERIAL_PREFILL_ROWS and torch.get_num_threads() > 1:
-            with _OneThread():
+            with OneThread():
                 x = self._run_layers(ids, start, cache)
         else:
             x = self._run_layers(ids, start, cache)
@@ -493,7 +501,8 @@ class _NativeDecoder:
                 self.ptrs, self.cfg_t, self.cfg.rms_eps, token, pos, cache.data, cos, sin, self.scratch,
                 self.logits, torch.get_num_threads(),
             )
-            return self.logits.clone()
+            with OneThread():
+                return self.logits.clone()
 
     def prefill(self, ids: torch.Tensor, pos: int, cache: KVCache, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """A short prefill (up to ``DENSE_ROWS_PER_THREAD`` rows per thread) in one native call."""
@@ -505,7 +514,8 @@ class _NativeDecoder:
                 self.ptrs, self.cfg_t, self.cfg.rms_eps, tokens, pos, cache.data, cos, sin, scratch,
                 self.logits, torch.get_num_threads(),
             )
-            return self.logits.clone()
+            with OneThread():
+                return self.logits.clone()
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
