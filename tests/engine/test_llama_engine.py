@@ -6,6 +6,8 @@ greedy generations once and the parity tests compare against that cached output.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -258,6 +260,89 @@ def test_gguf_metadata_reader(gguf_path: Path) -> None:
     assert "im_start" in f.require("tokenizer.chat_template")
     with pytest.raises(GGUFError, match="no.such.key"):
         f.require("no.such.key")
+
+
+def test_gguf_type_table_equals_gguf_py() -> None:
+    """Our copy of the GGML type table (kept so loading needs no gguf-py import) is gguf-py's."""
+    import gguf
+
+    from workbench.engine.gguf_weights import _GGML_TYPES
+
+    theirs = {int(t): (t.name, block, size) for t, (block, size) in gguf.GGML_QUANT_SIZES.items()}
+    assert _GGML_TYPES == theirs
+
+
+def test_vocabulary_strings_are_read_on_demand_and_equal_the_file(gguf_path: Path) -> None:
+    """The vocabulary and merges are GGUFStrings (decoded when read), equal to gguf-py's reading."""
+    import gguf
+
+    from workbench.engine.gguf_weights import LAZY_STRINGS_FROM, GGUFStrings
+
+    f = GGUFFile(gguf_path)
+    reader = gguf.GGUFReader(gguf_path)
+    for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges"):
+        ours = f.get(key)
+        assert isinstance(ours, GGUFStrings) and len(ours) >= LAZY_STRINGS_FROM
+        field = reader.fields[key]
+        theirs = [bytes(field.parts[i]).decode("utf-8") for i in field.data]
+        assert ours == theirs and list(ours) == theirs
+        assert ours[-3:] == theirs[-3:] and ours[len(theirs) // 2] == theirs[len(theirs) // 2]
+        f.release_header_pages()  # dropped pages are read again from the file
+        assert ours[100] == theirs[100]
+
+
+def test_truncated_vocabulary_names_the_file(gguf_path: Path, tmp_path: Path) -> None:
+    """A file cut inside its vocabulary is refused at open, naming the file."""
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(gguf_path.read_bytes()[:600_000])
+    with pytest.raises(GGUFError, match="cut.gguf"):
+        GGUFFile(cut)
+
+
+def test_loading_q4_does_not_import_gguf_py() -> None:
+    """Loading and answering in q4 reads the file with our own parser only (gguf-py's import, with
+    yaml, was 2.4 MiB of every worker's memory)."""
+    code = (
+        "import sys; from workbench.engine import LlamaEngine, SamplingParams\n"
+        "e = LlamaEngine.load(threads=1)\n"
+        "ids = e.chat_input_ids([{'role': 'user', 'content': 'Hi'}])\n"
+        "n = len(list(e.generate(ids, SamplingParams(max_new_tokens=4))))\n"
+        "print(e.weights, n, sorted(m for m in ('gguf', 'yaml') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    weights, n, imported = done.stdout.split(maxsplit=2)
+    assert weights == "q4" and int(n) > 0 and imported.strip() == "[]"
+
+
+def test_sampling_between_native_steps_runs_on_one_thread(
+    engine_q4: LlamaEngine, prompt_ids: dict[str, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The small torch ops between decode steps (penalties, sampling) run on one intra-op thread,
+    so no OpenMP worker is woken (or left spinning) beside our kernel pool; the count is restored."""
+    from workbench.engine import SamplingParams
+
+    seen: list[int] = []
+
+    class Recording(SamplingParams):
+        def sampler(self):  # noqa: ANN202
+            pick = super().sampler()
+
+            def record(logits):  # noqa: ANN001, ANN202
+                seen.append(torch.get_num_threads())
+                return pick(logits)
+
+            return record
+
+    monkeypatch.setattr(engine_q4, "threads", 2)
+    saved = torch.get_num_threads()
+    try:
+        params = Recording(max_new_tokens=6, min_new_tokens=6, repetition_penalty=1.1)
+        tokens = list(engine_q4.generate(next(iter(prompt_ids.values())), params))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(saved)
+    assert len(tokens) == 6 and seen == [1] * 6
 
 
 def test_short_prefills_run_natively_on_every_thread_long_ones_through_blas(engine_q4: LlamaEngine, monkeypatch) -> None:

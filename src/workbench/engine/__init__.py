@@ -93,6 +93,7 @@ class LlamaEngine:
         f = GGUFFile(gguf_path)
         report(0.02, "tokenizer")
         tokenizer = EngineTokenizer.from_gguf_metadata(f.metadata, str(gguf_path))
+        f.release_header_pages()  # the vocabulary's pages, read again to build the tokenizer
         scaled: ProgressFn = lambda frac, msg: report(0.1 + 0.9 * frac, msg)  # noqa: E731
         try:
             model = LlamaModel.from_gguf(f, weights, scaled)

@@ -13,8 +13,9 @@ import mmap
 import os
 import struct
 from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ import torch
 __all__ = [
     "GGUFError",
     "GGUFFile",
+    "GGUFStrings",
     "RawTensor",
     "default_smollm2_path",
     "unpermute_rope_rows",
@@ -77,6 +79,70 @@ def unpermute_rope_rows(rows: np.ndarray, n_head: int) -> np.ndarray:
     return np.ascontiguousarray(out.reshape(rows.shape))
 
 
+#: GGML tensor types: id -> (name, values per block, bytes per block), as gguf-py's
+#: ``GGML_QUANT_SIZES`` (a test keeps them equal). Our own copy because importing ``gguf`` (and the yaml it
+#: pulls in) added 2.4 MiB to every engine process that only reads blocks; it is
+#: imported only to dequantize (the fp32 and torch-kernel weight modes).
+_GGML_TYPES: dict[int, tuple[str, int, int]] = {
+    0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20), 6: ("Q5_0", 32, 22),
+    7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34), 9: ("Q8_1", 32, 40), 10: ("Q2_K", 256, 84),
+    11: ("Q3_K", 256, 110), 12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176), 14: ("Q6_K", 256, 210),
+    15: ("Q8_K", 256, 292), 16: ("IQ2_XXS", 256, 66), 17: ("IQ2_XS", 256, 74), 18: ("IQ3_XXS", 256, 98),
+    19: ("IQ1_S", 256, 50), 20: ("IQ4_NL", 32, 18), 21: ("IQ3_S", 256, 110), 22: ("IQ2_S", 256, 82),
+    23: ("IQ4_XS", 256, 136), 24: ("I8", 1, 1), 25: ("I16", 1, 2), 26: ("I32", 1, 4), 27: ("I64", 1, 8),
+    28: ("F64", 1, 8), 29: ("IQ1_M", 256, 56), 30: ("BF16", 1, 2), 34: ("TQ1_0", 256, 54),
+    35: ("TQ2_0", 256, 66), 39: ("MXFP4", 32, 17), 40: ("NVFP4", 64, 36), 41: ("Q1_0", 128, 18),
+}
+
+
+class GGUFStrings(Sequence[str]):
+    """A string array of the GGUF header, each string decoded from the mapped file when read.
+
+    A vocabulary and its merges are ~100k strings. Decoded up front they were ~100k Python objects
+    alive at once; freed after the tokenizer was built, they left ~4.5 MiB of half-empty allocator
+    arenas held by the objects allocated between them, for the life of the process. Read on
+    demand, each string is a temporary.
+    """
+
+    def __init__(self, data: mmap.mmap, offsets: np.ndarray) -> None:
+        self._data = data
+        self._offsets = offsets  # of each string's 8-byte length
+
+    def __len__(self) -> int:
+        return int(self._offsets.shape[0])
+
+    def _at(self, offset: int) -> str:
+        (n,) = struct.unpack_from("<Q", self._data, offset)
+        return self._data[offset + 8 : offset + 8 + n].decode("utf-8")
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [self._at(int(o)) for o in self._offsets[index]]
+        return self._at(int(self._offsets[index]))
+
+    def __iter__(self) -> Iterator[str]:
+        for i in range(len(self)):
+            yield self._at(int(self._offsets[i]))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (GGUFStrings, list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"GGUFStrings({len(self)} strings)"
+
+
+#: String arrays at least this long are read on demand (:class:`GGUFStrings`); shorter ones are lists.
+LAZY_STRINGS_FROM = 1024
+
+
 _SCALAR_FORMATS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _NUMPY_TYPES = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "?", 10: "<u8", 11: "<i8", 12: "<f8"}
 _STRING, _ARRAY = 8, 9
@@ -100,10 +166,11 @@ class _HeaderParser:
     docs/gguf.md (little-endian, versions 2 and 3).
     """
 
-    def __init__(self, buf: memoryview, path: Path) -> None:
+    def __init__(self, buf: memoryview, path: Path, data: mmap.mmap) -> None:
         self.buf = buf
         self.pos = 0
         self.path = path
+        self.data = data
 
     def take(self, fmt: str) -> Any:
         try:
@@ -121,12 +188,27 @@ class _HeaderParser:
         self.pos += n
         return text
 
+    def lazy_strings(self, count: int) -> GGUFStrings:
+        offsets = np.empty(count, dtype=np.int64)
+        for i in range(count):
+            offsets[i] = self.pos
+            n = self.take("<Q")
+            if self.pos + n > len(self.buf):
+                raise GGUFError(f"truncated GGUF string in {self.path}")
+            self.pos += n
+        strings = GGUFStrings(self.data, offsets)
+        if count:
+            strings[0], strings[-1]  # noqa: B018 - a bad encoding fails here, at open, as the eager read did
+        return strings
+
     def value(self, type_id: int) -> Any:
         if type_id == _STRING:
             return self.string()
         if type_id == _ARRAY:
             item = self.take("<I")
             count = self.take("<Q")
+            if item == _STRING and count >= LAZY_STRINGS_FROM:
+                return self.lazy_strings(count)
             if item == _STRING:
                 return [self.string() for _ in range(count)]
             if item in _NUMPY_TYPES:
@@ -158,11 +240,6 @@ class GGUFFile:
         if not self.path.is_file():
             raise GGUFError(f"GGUF path is not a file: {self.path}")
         try:
-            import gguf
-        except ImportError as exc:  # pragma: no cover - dependency is declared
-            raise GGUFError("the 'gguf' package is required to read GGUF files") from exc
-        self._gguf = gguf
-        try:
             with open(self.path, "rb") as fh:
                 self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
         except (OSError, ValueError) as exc:
@@ -176,7 +253,7 @@ class GGUFFile:
         buf = memoryview(self._map)
         if bytes(buf[:4]) != b"GGUF":
             raise GGUFError("bad magic (not GGUF)")
-        hp = _HeaderParser(buf, self.path)
+        hp = _HeaderParser(buf, self.path, self._map)
         hp.pos = 4
         version = hp.take("<I")
         if version not in (2, 3):
@@ -193,13 +270,11 @@ class GGUFFile:
             infos.append((name, dims, hp.take("<I"), hp.take("<Q")))
         align = int(self.metadata.get("general.alignment", 32))
         data_start = (hp.pos + align - 1) // align * align
-        sizes = self._gguf.GGML_QUANT_SIZES
         self._tensors: dict[str, _TensorInfo] = {}
         for name, dims, type_id, offset in infos:
-            try:
-                block, type_size = sizes[self._gguf.GGMLQuantizationType(type_id)]
-            except (ValueError, KeyError):
-                raise GGUFError(f"tensor {name!r} has unknown type id {type_id}") from None
+            if type_id not in _GGML_TYPES:
+                raise GGUFError(f"tensor {name!r} has unknown type id {type_id}")
+            _, block, type_size = _GGML_TYPES[type_id]
             count = int(np.prod(dims)) if dims else 1
             nbytes = count // block * type_size
             start = data_start + offset
@@ -208,10 +283,14 @@ class GGUFFile:
             shape = tuple(int(d) for d in reversed(dims))  # GGUF lists ne0 (cols) first
             self._tensors[name] = _TensorInfo(name, shape, type_id, start, nbytes)
         buf.release()
-        # the header's pages (vocabulary, merges) were read once into Python values: drop them
-        # from this process (a private clean map re-reads from the file if ever touched again)
-        if hasattr(mmap, "MADV_DONTNEED") and data_start >= mmap.PAGESIZE:
-            self._map.madvise(mmap.MADV_DONTNEED, 0, data_start // mmap.PAGESIZE * mmap.PAGESIZE)
+        self._data_start = data_start
+        self.release_header_pages()
+
+    def release_header_pages(self) -> None:
+        """Drop the header's pages (vocabulary, merges: read once, to build a tokenizer) from this
+        process; the map is private and clean there, so a later read re-reads them from the file."""
+        if hasattr(mmap, "MADV_DONTNEED") and self._data_start >= mmap.PAGESIZE:
+            self._map.madvise(mmap.MADV_DONTNEED, 0, self._data_start // mmap.PAGESIZE * mmap.PAGESIZE)
 
     # -- metadata -------------------------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
@@ -240,7 +319,7 @@ class GGUFFile:
 
     def qtype(self, name: str) -> str:
         """GGML type name (``Q4_1``, ``F32`` ...) of a tensor."""
-        return self._gguf.GGMLQuantizationType(self._tensor(name).type_id).name
+        return _GGML_TYPES[self._tensor(name).type_id][0]
 
     def raw(self, name: str, *, rope_heads: int | None = None) -> RawTensor:
         """Stored rows for ``name`` (a view of the mapped file); ``rope_heads`` un-permutes Q/K rows
@@ -266,8 +345,10 @@ class GGUFFile:
         raw = self.raw(name, rope_heads=rope_heads)
         if raw.qtype == "F32":
             return torch.from_numpy(raw.data.reshape(raw.shape))  # a view of the map, no copy
-        qtype = self._gguf.GGMLQuantizationType(self._tensor(name).type_id)
-        values = self._gguf.quants.dequantize(raw.data, qtype)
+        import gguf  # only here: see _GGML_TYPES
+
+        qtype = gguf.GGMLQuantizationType(self._tensor(name).type_id)
+        values = gguf.quants.dequantize(raw.data, qtype)
         values = np.asarray(values, dtype=np.float32).reshape(raw.shape)
         if not values.flags.writeable or not values.flags.c_contiguous:
             values = np.array(values, copy=True, order="C")

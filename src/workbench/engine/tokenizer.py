@@ -68,18 +68,25 @@ def tokenizer_from_gguf_metadata(metadata: Mapping[str, Any], source: str = "GGU
             f"{source}: the torch engine's tokenizer handles byte-level BPE vocabularies "
             f"(tokenizer.ggml.model 'gpt2'); this file has {kind!r}"
         )
-    tokens: list[str] = list(metadata.get("tokenizer.ggml.tokens") or [])
-    merges: list[str] = list(metadata.get("tokenizer.ggml.merges") or [])
+    tokens: Sequence[str] = metadata.get("tokenizer.ggml.tokens") or ()
+    merges: Sequence[str] = metadata.get("tokenizer.ggml.merges") or ()
     if not tokens or not merges:
         raise GGUFError(f"{source}: tokenizer.ggml.tokens or tokenizer.ggml.merges missing")
-    spelling = _byte_alphabet()
-    alphabet = set(spelling.values())
-    vocab = {
-        token if set(token) <= alphabet else "".join(spelling[b] for b in token.encode("utf-8")): index
-        for index, token in enumerate(tokens)
-    }
-    pairs = [tuple(merge.split(" ", 1)) for merge in merges]
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=pairs, fuse_unk=False, byte_fallback=False))
+    alphabet = set(_byte_alphabet().values())
+    # Added tokens first: they live as long as the tokenizer, and allocated after the vocabulary's
+    # temporaries they would pin those objects' memory (see GGUFStrings). A user-defined token is
+    # kept when it is in the vocabulary as spelled, i.e. when it is written in the byte alphabet.
+    types: Sequence[int] = metadata.get("tokenizer.ggml.token_type") or ()
+    control: list[AddedToken] = []
+    user_defined: list[AddedToken] = []
+    for index, kind_id in enumerate(types):
+        if kind_id in (_CONTROL, _USER_DEFINED):
+            token = tokens[index]
+            if set(token) <= alphabet:  # other control tokens are llama.cpp mislabels (transformers skips them too)
+                (control if kind_id == _CONTROL else user_defined).append(
+                    AddedToken(token, normalized=False, special=kind_id == _CONTROL)
+                )
+    tokenizer = Tokenizer(_bpe(tokens, merges, alphabet))
     split = _PRE_SPLITS.get(str(metadata.get("tokenizer.ggml.pre") or ""))
     if split is None:
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
@@ -89,22 +96,22 @@ def tokenizer_from_gguf_metadata(metadata: Mapping[str, Any], source: str = "GGU
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ])
     tokenizer.decoder = decoders.ByteLevel()
-    types: Sequence[int] = metadata.get("tokenizer.ggml.token_type") or ()
-    control = [
-        AddedToken(token, normalized=False, special=True)
-        for token, kind_id in zip(tokens, types)
-        if kind_id == _CONTROL and set(token) <= alphabet  # others are llama.cpp mislabels (as transformers skips them)
-    ]
     if control:
         tokenizer.add_special_tokens(control)
-    user_defined = [
-        AddedToken(token, normalized=False, special=False)
-        for token, kind_id in zip(tokens, types)
-        if kind_id == _USER_DEFINED and token in vocab
-    ]
     if user_defined:
         tokenizer.add_tokens(user_defined)
     return tokenizer
+
+
+def _bpe(tokens: Sequence[str], merges: Sequence[str], alphabet: set[str]) -> models.BPE:
+    """The BPE model; its Python-side vocabulary and merge pairs are gone when this returns."""
+    spelling = _byte_alphabet()
+    vocab = {
+        token if set(token) <= alphabet else "".join(spelling[b] for b in token.encode("utf-8")): index
+        for index, token in enumerate(tokens)
+    }
+    pairs = [tuple(merge.split(" ", 1)) for merge in merges]
+    return models.BPE(vocab=vocab, merges=pairs, fuse_unk=False, byte_fallback=False)
 
 
 class EngineTokenizer:
