@@ -99,6 +99,22 @@ def test_a_prompt_sent_again_after_others_is_not_prefilled_again(engine: LlamaEn
     assert engine.prompt_cache.saved_prompts >= 3
 
 
+def test_a_saved_prompt_comes_back_after_an_answer_that_grew_the_cache(engine: LlamaEngine) -> None:
+    """A long answer grows the working cache during generation (an inference tensor from then on);
+    restoring a saved prompt into it afterwards must work, not raise about inference tensors."""
+    from workbench.engine.model import KVCache
+
+    first = engine.chat_input_ids([{"role": "user", "content": "Tell me about the moon."}])
+    long = SamplingParams(max_new_tokens=KVCache.INITIAL + 8, min_new_tokens=KVCache.INITIAL + 8)
+    assert len(list(engine.generate(first, long))) == KVCache.INITIAL + 8
+    assert engine.prompt_cache.nbytes > 0
+    other = engine.chat_input_ids([{"role": "user", "content": "Name a colour."}])
+    list(engine.generate(other, PARAMS))
+    timings: dict[str, float] = {}
+    assert list(engine.generate(first, PARAMS, timings=timings)) == _fresh(engine, first)
+    assert timings["reused_tokens"] == len(first) - 1
+
+
 def test_saved_prompts_stay_within_their_budget_least_recently_used_first_out(engine: LlamaEngine) -> None:
     cache = engine.prompt_cache
     saved_before = cache.saved_bytes

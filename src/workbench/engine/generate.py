@@ -102,6 +102,7 @@ class PromptCache:
         self._saved: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
         self._prompt: tuple[int, ...] = ()
 
+    @torch.inference_mode()  # the cache's data is an inference tensor once a generation has grown it
     def take(self, ids: Sequence[int]) -> tuple[KVCache, int, int]:
         """``(cache, reused, epoch)``: ``reused`` leading ids of ``ids`` are already in the cache
         (always fewer than ``len(ids)``: the last prompt token is run to get the next token's logits)."""
