@@ -56,13 +56,13 @@ def engine_steps(threads: int, new_tokens: int) -> dict[str, Any]:
     # LlamaEngine.load itself, sampled at its progress reports, so the figures are the real load's
     # (release of the header pages, the garbage and the C heap's free pages included)
     marks = {"tokenizer": "GGUF header + metadata", "reading embeddings": "tokenizer",
-             "warming up": "weights mapped (q4)"}
+             "warming up": "weights mapped"}
 
     def progress(_fraction: float, message: str) -> None:
         if message in marks:
             steps.append((marks.pop(message), proc.memory_info().rss / MIB))
 
-    engine = LlamaEngine.load(default_smollm2_path(), threads=threads, weights="q4", progress=progress)
+    engine = LlamaEngine.load(default_smollm2_path(), threads=threads, progress=progress)  # the default weights mode
     steps.append(("load done (warm-up)", proc.memory_info().rss / MIB))
     model = engine.model
     ids = engine.chat_input_ids([{"role": "user", "content": PROMPT}])
@@ -144,7 +144,7 @@ def main() -> None:
         print(f"  {name:26s} {rss:7.1f}  (+{rss - prev:6.1f})")
         prev = rss
     rss_before = dict(eng["steps"])["import workbench.engine"]
-    after_load = dict(eng["steps"])["weights mapped (q4)"]
+    after_load = dict(eng["steps"])["weights mapped"]
     final = eng["steps"][-1][1]
     budget = 1.3 * gguf_mib + eng["kv_used_mib"]
     print(f"  peak (VmHWM) {eng['peak_mib']:.1f} MiB; KV cache used {eng['kv_used_mib']:.1f} MiB; {eng['weights_note']}")

@@ -43,7 +43,9 @@ def _child(contender: str, threads: int, new_tokens: int, prefill: int) -> dict[
     rand = torch.randint(100, 40000, (prefill,), generator=torch.Generator().manual_seed(0))
     info: dict[str, Any] = {}
     if contender.startswith("torch"):
-        weights = contender.partition(":")[2] or "q4"
+        from workbench.engine import DEFAULT_WEIGHTS
+
+        weights = contender.partition(":")[2] or DEFAULT_WEIGHTS
         engine = LlamaEngine.load(path, threads=threads, weights=weights)  # type: ignore[arg-type]
         info["weights"] = engine.weights_note
         ids = engine.chat_input_ids([{"role": "user", "content": PROMPT}])
@@ -141,7 +143,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--llama-bench", metavar="PATH", help="llama.cpp's llama-bench binary, run on the same GGUF")
     ap.add_argument("--no-transformers", action="store_true")
-    ap.add_argument("--modes", default="q4", help="torch engine weights modes to run, comma list (q4q8: the labelled inexact fast mode)")
+    ap.add_argument("--modes", default="q4q16,q4",
+                    help="torch engine weights modes to run, comma list (q4q16: the default, 16-bit activations in "
+                         "decode; q4: fp32 math throughout; q4q8: the labelled inexact fast mode)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:

@@ -38,6 +38,11 @@ def engine_q4(gguf_path: Path) -> LlamaEngine:
 
 
 @pytest.fixture(scope="module")
+def engine_q4q16(gguf_path: Path) -> LlamaEngine:
+    return LlamaEngine.load(gguf_path, threads=THREADS, weights="q4q16")
+
+
+@pytest.fixture(scope="module")
 def engine_fp32(gguf_path: Path) -> LlamaEngine:
     return LlamaEngine.load(gguf_path, threads=THREADS, weights="fp32")
 
@@ -72,7 +77,7 @@ def _greedy(engine: LlamaEngine, ids: list[int], n: int = NEW_TOKENS) -> list[in
 
 
 # -- parity -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("mode", ["q4", "fp32"])
+@pytest.mark.parametrize("mode", ["q4q16", "q4", "fp32"])
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_greedy_matches_transformers(
     mode: str,
@@ -299,8 +304,8 @@ def test_truncated_vocabulary_names_the_file(gguf_path: Path, tmp_path: Path) ->
         GGUFFile(cut)
 
 
-def test_loading_q4_does_not_import_gguf_py() -> None:
-    """Loading and answering in q4 reads the file with our own parser only (gguf-py's import, with
+def test_loading_does_not_import_gguf_py() -> None:
+    """Loading and answering in the default mode reads the file with our own parser only (gguf-py's import, with
     yaml, was 2.4 MiB of every worker's memory)."""
     code = (
         "import sys; from workbench.engine import LlamaEngine, SamplingParams\n"
@@ -312,7 +317,7 @@ def test_loading_q4_does_not_import_gguf_py() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     weights, n, imported = done.stdout.split(maxsplit=2)
-    assert weights == "q4" and int(n) > 0 and imported.strip() == "[]"
+    assert weights == "q4q16" and int(n) > 0 and imported.strip() == "[]"
 
 
 def test_sampling_between_native_steps_runs_on_one_thread(

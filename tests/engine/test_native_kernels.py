@@ -90,16 +90,16 @@ def test_source_builds_with_the_system_compiler(tmp_path: Path, monkeypatch: pyt
         assert hasattr(lib, name)
 
 
-def test_q4_engine_is_really_q4_with_native_decode() -> None:
-    """The parity tests compare q4 with transformers' fp32: they must never quietly run fp32."""
-    engine = LlamaEngine.load(default_smollm2_path(), threads=1)
-    assert engine.weights == "q4", engine.weights_note
-    assert engine.requested_weights == "q4" and engine.fallback_reason is None
+@pytest.mark.parametrize("weights", ["q4q16", "q4"])
+def test_block_modes_really_run_with_native_decode(weights: str) -> None:
+    """The parity tests compare these modes with transformers' fp32: they must never quietly run fp32."""
+    engine = LlamaEngine.load(default_smollm2_path(), threads=1, weights=weights)  # type: ignore[arg-type]
+    assert engine.weights == weights, engine.weights_note
+    assert engine.requested_weights == weights and engine.fallback_reason is None
     assert engine.model.native_decode
     assert "C kernels" in engine.weights_note and "one native call" in engine.weights_note
 
 
-# -- numbers ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("qtype", QTYPES)
 @pytest.mark.parametrize("rows", [1, 3, 4, 5])  # one row; the many-row kernel's groups of 3, 3+1, 3+2
 def test_gemm_matches_dense_fp32(kernels: NativeKernels, qtype: str, rows: int) -> None:
@@ -259,11 +259,46 @@ def test_kv_cache_grows_and_keeps_what_it_holds() -> None:
         cache.ensure(1001)
 
 
+def _decode_step_logits(engine: LlamaEngine) -> torch.Tensor:
+    """Logits of one decode step (token 504) after the France prompt."""
+    ids = torch.tensor(engine.chat_input_ids([{"role": "user", "content": "What is the capital of France?"}]))
+    with torch.inference_mode():
+        cache = engine.model.new_cache(ids.numel() + 1)
+        engine.model.forward(ids, 0, cache)
+        return engine.model.forward(torch.tensor([504]), ids.numel(), cache)[0]
+
+
+def test_default_decodes_with_16_bit_activations_within_a_hair_of_fp32_math() -> None:
+    """The default `q4q16` is really another computation than `q4` (16-bit activations), says so,
+    and its logits stay within 1e-3 of the largest logit of `q4`'s (fp32 math): measured 3e-4
+    at most over 128 decode steps of four chat prompts. Greedy parity is test_llama_engine's."""
+    from workbench.engine import DEFAULT_WEIGHTS
+
+    assert DEFAULT_WEIGHTS == "q4q16"
+    default = LlamaEngine.load(default_smollm2_path(), threads=1)
+    exact = LlamaEngine.load(default_smollm2_path(), threads=1, weights="q4")
+    assert default.weights == "q4q16" and "16-bit activations" in default.weights_note
+    assert "INEXACT" not in default.weights_note and "fp32 math" in exact.weights_note
+    a, b = _decode_step_logits(default), _decode_step_logits(exact)
+    assert not torch.equal(a, b)  # really a different computation
+    assert float((a - b).abs().max()) < 1e-3 * float(b.abs().max()), (a - b).abs().max()
+    assert int(a.argmax()) == int(b.argmax())
+
+
+def test_decode_step_refuses_an_unknown_activation_mode() -> None:
+    engine = LlamaEngine.load(default_smollm2_path(), threads=1)
+    native = engine.model._native
+    native.cfg_t[-1] = 3  # ACT_F32, ACT_Q8 and ACT_Q16 are 0, 1 and 2
+    cache = engine.model.new_cache(8)
+    with torch.inference_mode(), pytest.raises(KernelError, match="decode step"):
+        engine.model.forward(torch.tensor([1]), 0, cache)
+
+
 def test_fast_inexact_mode_is_labelled_close_and_never_default() -> None:
     """`q4q8` (8-bit activations, integer dot products) is opt-in, says it is inexact, and stays close."""
     from workbench.engine import DEFAULT_WEIGHTS, SamplingParams
 
-    assert DEFAULT_WEIGHTS == "q4"
+    assert DEFAULT_WEIGHTS != "q4q8"
     fast = LlamaEngine.load(default_smollm2_path(), threads=1, weights="q4q8")
     exact = LlamaEngine.load(default_smollm2_path(), threads=1)
     assert fast.weights == "q4q8" and "INEXACT" in fast.weights_note and "INEXACT" not in exact.weights_note
@@ -285,13 +320,14 @@ def test_fast_inexact_mode_is_labelled_close_and_never_default() -> None:
     assert "Paris" in text
 
 
-def test_scalar_build_runs_the_whole_model_like_the_vector_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("weights", ["q4q16", "q4"])
+def test_scalar_build_runs_the_whole_model_like_the_vector_one(tmp_path: Path, weights: str) -> None:
     """The native prefill and decode steps on the scalar code (a CPU without AVX2) give the vector
     code's logits up to rounding order."""
     script = (
         "import sys, torch\n"
         "from workbench.engine import LlamaEngine\n"
-        "engine = LlamaEngine.load(threads=1)\n"
+        f"engine = LlamaEngine.load(threads=1, weights={weights!r})\n"
         "ids = torch.tensor(engine.chat_input_ids([{'role': 'user', 'content': 'What is the capital of France?'}]))\n"
         "cache = engine.model.new_cache(ids.numel() + 2)\n"
         "with torch.inference_mode():\n"
@@ -311,5 +347,11 @@ def test_scalar_build_runs_the_whole_model_like_the_vector_one(tmp_path: Path) -
     assert got["avx2"][0] == ("avx2" if "avx2" in Path("/proc/cpuinfo").read_text() else "scalar")
     for key in ("prefill", "step"):
         a, b = got["scalar"][1][key], got["avx2"][1][key]
-        assert torch.allclose(a, b, atol=2e-3, rtol=1e-4), (key, (a - b).abs().max())
+        if key == "step" and weights == "q4q16":
+            # 16-bit rounding of the activations amplifies the codes' different addition orders (a
+            # value on a rounding edge goes one way or the other): each is as close to fp32 math as
+            # the other (measured 0.005 and 0.006 of max 24.6 from q4's step), so 1e-3 of the max
+            assert float((a - b).abs().max()) < 1e-3 * float(b.abs().max()), (a - b).abs().max()
+        else:
+            assert torch.allclose(a, b, atol=2e-3, rtol=1e-4), (key, (a - b).abs().max())
         assert int(a.argmax()) == int(b.argmax())

@@ -34,13 +34,17 @@ from .quant import (
 
 __all__ = ["KVCache", "LlamaConfig", "LlamaModel", "OneThread", "WeightsMode", "WEIGHT_MODES"]
 
-WeightsMode = Literal["q4", "fp32", "bf16", "int4pack", "int8", "q4q8"]
-#: ``q4``: GGUF blocks as stored + our C kernels, fp32 math (fast, matches fp32 up to rounding order).
+WeightsMode = Literal["q4", "fp32", "bf16", "int4pack", "int8", "q4q8", "q4q16"]
+#: ``q4``: GGUF blocks as stored + our C kernels, fp32 math (matches fp32 up to rounding order).
 #: ``fp32``: everything dequantized to float32 (exact reference).
 #: ``bf16``/``int4pack``/``int8``: torch's own bf16 / 4-bit / 8-bit CPU kernels (bf16 math, lossy).
 #: ``q4q8``: as ``q4``, but decode quantizes activations to 8 bits for integer dot products (llama.cpp's
 #: method): faster, NOT exact (greedy output drifts from fp32 after some tokens); never the default.
-WEIGHT_MODES: tuple[WeightsMode, ...] = ("q4", "fp32", "bf16", "int4pack", "int8", "q4q8")
+#: ``q4q16`` (the default, see :mod:`workbench.engine`): as ``q4``, but decode rounds activations to
+#: 16 bits per 32-block for integer multiply-adds, each off by at most 1/65534 of its block's largest.
+WEIGHT_MODES: tuple[WeightsMode, ...] = ("q4", "fp32", "bf16", "int4pack", "int8", "q4q8", "q4q16")
+#: Decode's activation packing per mode, as the C kernels number them (ACT_F32, ACT_Q8, ACT_Q16).
+_ACT_MODES: dict[str, int] = {"q4": 0, "q4q8": 1, "q4q16": 2}
 
 Embedding = DenseEmbedding | NativeBlockEmbedding
 
@@ -240,13 +244,16 @@ class LlamaModel:
         (avx2, extension); decode step in one native call``. Names any projection that is not on
         the mode's kernels, so a partial fallback is visible too."""
         lins: list[LinearLike] = [self.lm_head] + [x for L in self.layers for x in (L.qkv, L.o, L.gate_up, L.down)]
-        if self.mode not in ("q4", "q4q8"):
+        if self.mode not in _ACT_MODES:
             math = "fp32 math, torch" if self.mode == "fp32" else "bfloat16 math, torch (drifts from fp32)"
             return f"{self.mode}: {math}"
         native = [x for x in lins if isinstance(x, NativeBlockLinear)]
         qtypes = "+".join(sorted({x.qtype for x in native}))
-        math = ("INEXACT fast mode: decode with 8-bit activations and integer dot products, prefill fp32"
-                if self.mode == "q4q8" else "fp32 math")
+        math = {
+            "q4q8": "INEXACT fast mode: decode with 8-bit activations and integer dot products, prefill fp32",
+            "q4q16": "decode with 16-bit activations (each within 1/65534 of its block's largest) and integer "
+                     "multiply-adds, prefill fp32",
+        }.get(self.mode, "fp32 math")
         text = f"{self.mode}: {qtypes} blocks, {math}, {native[0].kernels.describe()}" if native else f"{self.mode}: no block kernels"
         if len(native) < len(lins):
             text += f"; {len(lins) - len(native)} of {len(lins)} projections dequantized to fp32 (unsupported block type)"
@@ -268,7 +275,7 @@ class LlamaModel:
         cfg = LlamaConfig.from_gguf(f)
         report = progress or (lambda _frac, _msg: None)
         report(0.0, "reading embeddings")
-        kernels = load_kernels() if mode in ("q4", "q4q8") else None
+        kernels = load_kernels() if mode in _ACT_MODES else None
         embed: Embedding
         if kernels is not None and f.qtype("token_embd.weight") in BLOCK_BYTES:
             emb_lin = _native_linear(f, ["token_embd.weight"], [None], kernels)
@@ -456,7 +463,7 @@ class _NativeDecoder:
         self.ptrs = torch.tensor(ptrs, dtype=torch.int64)
         self.cfg_t = torch.tensor(
             [cfg.num_layers, cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads,
-             cfg.head_dim, cfg.vocab_size, *qtypes, int(model.rope_interleaved), int(model.mode == "q4q8")],
+             cfg.head_dim, cfg.vocab_size, *qtypes, int(model.rope_interleaved), _ACT_MODES[model.mode]],
             dtype=torch.int32,
         )
         self.logits = torch.empty(1, cfg.vocab_size)

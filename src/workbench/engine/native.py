@@ -53,7 +53,7 @@ __all__ = [
 BLOCK_BYTES = {"Q4_1": 20, "Q4_0": 18, "Q8_0": 34}
 #: GGML type ids, as the C code names quantization types.
 GGML_TYPE_IDS = {"Q4_0": 2, "Q4_1": 3, "Q8_0": 8}
-ABI_VERSION = 7
+ABI_VERSION = 8
 ISA_NAMES = {0: "scalar", 1: "avx2", 2: "avx512"}
 _FLAGS = ["-O3", "-pthread", "-fPIC", "-ffp-contract=off"]
 

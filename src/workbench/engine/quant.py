@@ -13,7 +13,8 @@ Q4_1 blocks in the file cost 0.625. What this torch build (2.13 CPU, AVX-512) of
 * Dense fp32 ``F.linear`` is exact and bandwidth-bound (~11 GB/s per core here; mode ``fp32``).
 
 Hence :class:`NativeBlockLinear`: our C kernels (:mod:`.native`) read the raw GGUF blocks and do
-fp32 math — the speed of 4-bit storage with fp32-reference results (mode ``q4``, the default).
+fp32 math — the speed of 4-bit storage with fp32-reference results (mode ``q4``; the default
+``q4q16`` does the same with 16-bit activations in decode steps, see :mod:`workbench.engine`).
 
 Every layer class takes and returns float32 ``[M, K] -> [M, N]`` and exposes ``nbytes``.
 """

@@ -3,8 +3,9 @@
 MODEL is anything the catalog resolves to a llama-architecture GGUF (`smollm2`, or a local
 `.gguf` file). Unlike `TransformersRuntimeActor`, no transformers code runs in the forward pass or
 the sampling loop: `workbench.engine` reads the GGUF and decodes with its own kernels (weights mode
-`q4` by default: the file's Q4_1 blocks with fp32 math, token-for-token equal to transformers'
-fp32 greedy output). The tokenizer and chat template are built from the GGUF's own metadata
+`q4q16` by default: the file's Q4_1 blocks, fp32 prefill, decode with 16-bit activations, greedy
+output token-for-token equal to transformers' fp32 on the parity prompts; `q4` for fp32 math
+throughout). The tokenizer and chat template are built from the GGUF's own metadata
 (`tokenizers` and a sandboxed jinja2 template): `torch:` runs without transformers installed.
 
 Streaming: the engine yields token ids in the worker (`TorchWorker`, on a thread, in a process of
