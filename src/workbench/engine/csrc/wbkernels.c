@@ -1077,10 +1077,11 @@ static struct {
     int gen;                    /* atomic */
     int done;                   /* chunks finished in the current job, atomic */
     int sleepers;               /* atomic */
+    int spin;                   /* atomic: pauses a helper spins after this job before it sleeps */
     chunk_fn fn;
     void *ctx;
     int nchunks;
-} g_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, NULL, NULL, 0};
+} g_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, WB_SPIN, NULL, NULL, 0};
 static pthread_mutex_t g_pool_owner = PTHREAD_MUTEX_INITIALIZER;
 
 static inline void cpu_relax(void) {
@@ -1105,10 +1106,11 @@ static void *pool_helper(void *arg) {
     int seen = __atomic_load_n(&g_pool.gen, __ATOMIC_SEQ_CST);
     for (;;) {
         int spins = 0, gen;
+        const int budget = __atomic_load_n(&g_pool.spin, __ATOMIC_RELAXED);
         while ((gen = __atomic_load_n(&g_pool.gen, __ATOMIC_SEQ_CST)) == seen ||
                idx >= __atomic_load_n(&g_pool.active, __ATOMIC_RELAXED)) {
             if (gen != seen) seen = gen; /* not our turn: skip this job */
-            if (++spins < WB_SPIN) {
+            if (++spins < budget) {
                 cpu_relax();
                 continue;
             }
@@ -1145,9 +1147,13 @@ static void pool_size(int threads) {
 }
 
 /* Run fn(ctx, 0..nchunks-1) on the calling thread plus the active helpers; returns when all ran.
- * Callers hold g_pool_owner (one job at a time). */
-static void pool_run(chunk_fn fn, void *ctx, int nchunks) {
+ * Callers hold g_pool_owner (one job at a time). `spin`: how long helpers wait for a next job
+ * before they sleep -- WB_SPIN between the ~150 jobs of a decode step, 0 after a job that torch's
+ * own threads follow (a whole-matrix dequantize before BLAS), where a spinning helper took the
+ * CPU from them (3.7% of a 512-token prefill's samples at 2 threads). */
+static void pool_run_spin(chunk_fn fn, void *ctx, int nchunks, int spin) {
     if (nchunks <= 0) return;
+    __atomic_store_n(&g_pool.spin, spin, __ATOMIC_RELAXED);
     if (__atomic_load_n(&g_pool.active, __ATOMIC_RELAXED) == 0 || nchunks == 1) {
         for (int c = 0; c < nchunks; c++) fn(ctx, c);
         return;
@@ -1171,6 +1177,7 @@ static void pool_run(chunk_fn fn, void *ctx, int nchunks) {
         else sched_yield(); /* a helper holding a chunk was preempted: let it run */
     }
 }
+static void pool_run(chunk_fn fn, void *ctx, int nchunks) { pool_run_spin(fn, ctx, nchunks, WB_SPIN); }
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Matrix jobs: rows [0, N) of one or more block matrices in chunks of ROWS_PER_CHUNK rows. */
@@ -1315,7 +1322,7 @@ int wb_dequant(int qtype, const uint8_t *w, int64_t w_len, int N, int K, float *
     }
     pthread_mutex_lock(&g_pool_owner);
     pool_size(nthreads);
-    pool_run(dequant_chunk, &j, chunks_of(N));
+    pool_run_spin(dequant_chunk, &j, chunks_of(N), 0);
     pthread_mutex_unlock(&g_pool_owner);
     return WB_OK;
 }
