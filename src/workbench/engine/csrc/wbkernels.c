@@ -166,59 +166,6 @@ static void quantize_act_scalar(const float *x, int K, float *packed) {
     }
 }
 
-static void q4_rows_q8a_scalar(const uint8_t *w, size_t stride, int nb, const float *xp, const float *xs,
-                               float *y, int n0, int n1, int acc, int has_min) {
-    const int bsz = has_min ? 20 : 18;
-    const int8_t *xq = act_q(xp);
-    const float *xd = act_d(xp, nb);
-    const int32_t *sx = act_s(xp, nb);
-    for (int n = n0; n < n1; n++) {
-        const uint8_t *row = w + (size_t)n * stride;
-        float a = 0.0f, macc = 0.0f;
-        for (int b = 0; b < nb; b++) {
-            const uint8_t *blk = row + (size_t)b * bsz;
-            const uint8_t *q = blk + (has_min ? 4 : 2);
-            const int8_t *xb = xq + b * 32;
-            int32_t isum = 0;
-            for (int i = 0; i < 16; i++) isum += (q[i] & 15) * xb[i] + (q[i] >> 4) * xb[i + 16];
-            const float d = h2f_soft(blk);
-            if (has_min) {
-                a += d * xd[b] * (float)isum;
-                macc += h2f_soft(blk + 2) * xs[b];
-            } else {
-                a += d * xd[b] * (float)(isum - 8 * sx[b]);
-            }
-        }
-        y[n] = a + macc + (acc ? y[n] : 0.0f);
-    }
-}
-static void q4_1_rows_q8a_scalar(const uint8_t *w, size_t stride, int nb, const float *x, const float *xs,
-                                 float *y, int n0, int n1, int acc) {
-    q4_rows_q8a_scalar(w, stride, nb, x, xs, y, n0, n1, acc, 1);
-}
-static void q4_0_rows_q8a_scalar(const uint8_t *w, size_t stride, int nb, const float *x, const float *xs,
-                                 float *y, int n0, int n1, int acc) {
-    q4_rows_q8a_scalar(w, stride, nb, x, xs, y, n0, n1, acc, 0);
-}
-static void q8_0_rows_q8a_scalar(const uint8_t *w, size_t stride, int nb, const float *xp, const float *xs,
-                                 float *y, int n0, int n1, int acc) {
-    (void)xs;
-    const int8_t *xq = act_q(xp);
-    const float *xd = act_d(xp, nb);
-    for (int n = n0; n < n1; n++) {
-        const uint8_t *row = w + (size_t)n * stride;
-        float a = 0.0f;
-        for (int b = 0; b < nb; b++) {
-            const uint8_t *blk = row + (size_t)b * 34;
-            const int8_t *q = (const int8_t *)(blk + 2), *xb = xq + b * 32;
-            int32_t isum = 0;
-            for (int i = 0; i < 32; i++) isum += q[i] * xb[i];
-            a += h2f_soft(blk) * xd[b] * (float)isum;
-        }
-        y[n] = a + (acc ? y[n] : 0.0f);
-    }
-}
-
 /* ---- 16-bit activations (`q4q16`) ------------------------------------------------------------
  * Each block of 32 activations becomes int16 values and one fp32 scale (amax / 32767), so the
  * weights' 4- or 8-bit integers meet them in integer multiply-adds (vpmaddwd: 16 products per
@@ -247,54 +194,60 @@ static void quantize_act16_scalar(const float *x, int K, float *packed) {
     }
 }
 
-static void q4_rows_q16a_scalar(const uint8_t *w, size_t stride, int nb, const float *xp, const float *xs,
-                                float *y, int n0, int n1, int acc, int has_min) {
-    const int bsz = has_min ? 20 : 18;
-    const int16_t *xq = act16_q(xp);
-    const float *xd = act16_d(xp, nb);
-    for (int n = n0; n < n1; n++) {
-        const uint8_t *row = w + (size_t)n * stride;
-        float a = 0.0f, macc = 0.0f;
-        for (int b = 0; b < nb; b++) {
-            const uint8_t *blk = row + (size_t)b * bsz;
-            const uint8_t *q = blk + (has_min ? 4 : 2);
-            const int16_t *xb = xq + b * 32;
-            int32_t isum = 0;
-            for (int i = 0; i < 16; i++) isum += (q[i] & 15) * xb[i] + (q[i] >> 4) * xb[i + 16];
-            const float d = h2f_soft(blk);
-            a += d * xd[b] * (float)isum;
-            macc += (has_min ? h2f_soft(blk + 2) : -8.0f * d) * xs[b];
-        }
-        y[n] = a + macc + (acc ? y[n] : 0.0f);
+/* Scalar rows against integer activations, one family per packing (T: int8_t for q4q8, int16_t
+ * for q4q16; Q/D: its accessors). The Q4 offsets (m, and Q4_0's -8 d) meet the exact fp32 block
+ * sums of x; the products of the integers are summed exactly. */
+#define INT_ACT_ROWS_SCALAR(NAME, T, Q, D)                                                                 \
+    static void q4_rows_##NAME##_scalar(const uint8_t *w, size_t stride, int nb, const float *xp,         \
+                                        const float *xs, float *y, int n0, int n1, int acc, int has_min) { \
+        const int bsz = has_min ? 20 : 18;                                                                 \
+        const T *xq = Q(xp);                                                                               \
+        const float *xd = D(xp, nb);                                                                       \
+        for (int n = n0; n < n1; n++) {                                                                    \
+            const uint8_t *row = w + (size_t)n * stride;                                                   \
+            float a = 0.0f, macc = 0.0f;                                                                   \
+            for (int b = 0; b < nb; b++) {                                                                 \
+                const uint8_t *blk = row + (size_t)b * bsz;                                                \
+                const uint8_t *q = blk + (has_min ? 4 : 2);                                                \
+                const T *xb = xq + b * 32;                                                                 \
+                int32_t isum = 0;                                                                          \
+                for (int i = 0; i < 16; i++) isum += (q[i] & 15) * xb[i] + (q[i] >> 4) * xb[i + 16];       \
+                const float d = h2f_soft(blk);                                                             \
+                a += d * xd[b] * (float)isum;                                                              \
+                macc += (has_min ? h2f_soft(blk + 2) : -8.0f * d) * xs[b];                                 \
+            }                                                                                              \
+            y[n] = a + macc + (acc ? y[n] : 0.0f);                                                         \
+        }                                                                                                  \
+    }                                                                                                      \
+    static void q4_1_rows_##NAME##_scalar(const uint8_t *w, size_t stride, int nb, const float *x,        \
+                                          const float *xs, float *y, int n0, int n1, int acc) {            \
+        q4_rows_##NAME##_scalar(w, stride, nb, x, xs, y, n0, n1, acc, 1);                                  \
+    }                                                                                                      \
+    static void q4_0_rows_##NAME##_scalar(const uint8_t *w, size_t stride, int nb, const float *x,        \
+                                          const float *xs, float *y, int n0, int n1, int acc) {            \
+        q4_rows_##NAME##_scalar(w, stride, nb, x, xs, y, n0, n1, acc, 0);                                  \
+    }                                                                                                      \
+    static void q8_0_rows_##NAME##_scalar(const uint8_t *w, size_t stride, int nb, const float *xp,       \
+                                          const float *xs, float *y, int n0, int n1, int acc) {            \
+        (void)xs;                                                                                          \
+        const T *xq = Q(xp);                                                                               \
+        const float *xd = D(xp, nb);                                                                       \
+        for (int n = n0; n < n1; n++) {                                                                    \
+            const uint8_t *row = w + (size_t)n * stride;                                                   \
+            float a = 0.0f;                                                                                \
+            for (int b = 0; b < nb; b++) {                                                                 \
+                const uint8_t *blk = row + (size_t)b * 34;                                                 \
+                const int8_t *q = (const int8_t *)(blk + 2);                                               \
+                const T *xb = xq + b * 32;                                                                 \
+                int32_t isum = 0;                                                                          \
+                for (int i = 0; i < 32; i++) isum += q[i] * xb[i];                                         \
+                a += h2f_soft(blk) * xd[b] * (float)isum;                                                  \
+            }                                                                                              \
+            y[n] = a + (acc ? y[n] : 0.0f);                                                                \
+        }                                                                                                  \
     }
-}
-static void q4_1_rows_q16a_scalar(const uint8_t *w, size_t stride, int nb, const float *x, const float *xs,
-                                  float *y, int n0, int n1, int acc) {
-    q4_rows_q16a_scalar(w, stride, nb, x, xs, y, n0, n1, acc, 1);
-}
-static void q4_0_rows_q16a_scalar(const uint8_t *w, size_t stride, int nb, const float *x, const float *xs,
-                                  float *y, int n0, int n1, int acc) {
-    q4_rows_q16a_scalar(w, stride, nb, x, xs, y, n0, n1, acc, 0);
-}
-static void q8_0_rows_q16a_scalar(const uint8_t *w, size_t stride, int nb, const float *xp, const float *xs,
-                                  float *y, int n0, int n1, int acc) {
-    (void)xs;
-    const int16_t *xq = act16_q(xp);
-    const float *xd = act16_d(xp, nb);
-    for (int n = n0; n < n1; n++) {
-        const uint8_t *row = w + (size_t)n * stride;
-        float a = 0.0f;
-        for (int b = 0; b < nb; b++) {
-            const uint8_t *blk = row + (size_t)b * 34;
-            const int8_t *q = (const int8_t *)(blk + 2);
-            const int16_t *xb = xq + b * 32;
-            int32_t isum = 0;
-            for (int i = 0; i < 32; i++) isum += q[i] * xb[i];
-            a += h2f_soft(blk) * xd[b] * (float)isum;
-        }
-        y[n] = a + (acc ? y[n] : 0.0f);
-    }
-}
+INT_ACT_ROWS_SCALAR(q8a, int8_t, act_q, act_d)
+INT_ACT_ROWS_SCALAR(q16a, int16_t, act16_q, act16_d)
 
 static float dot_scalar(const float *a, const float *b, int n) {
     float acc = 0.0f;
