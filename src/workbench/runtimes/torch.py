@@ -16,7 +16,7 @@ one token. Thinking follows the transformers runtime's prompt convention for mod
 native thinking template (a system instruction and an opened `<think>` block).
 
 Options: `threads=` as for every runtime; `weights=` picks the engine's weights mode
-(`q4`, `fp32`, `bf16`, `int4pack`, `int8`); a request's `extra={"weights": ...}` is ignored (the
+(`q4q16`, `q4`, `fp32`, `bf16`, `int4pack`, `int8`, `q4q8`: `workbench.engine.WEIGHT_MODES`); a request's `extra={"weights": ...}` is ignored (the
 mode is fixed at load time).
 """
 
@@ -56,7 +56,7 @@ class TorchRuntimeActor(InProcessModelRuntimeActor):
     worker_factory: ClassVar[str] = "workbench.runtimes.torch:TorchWorker"
 
     def __init__(self, model: str, *, weights: str | None = None, **kwargs: Any) -> None:
-        """`weights`: the engine's weights mode (default: the engine's fastest exact mode)."""
+        """`weights`: the engine's weights mode (default: `workbench.engine.DEFAULT_WEIGHTS`)."""
         self.entry = resolve_model(model)
         super().__init__(model, **kwargs)
         if self.entry.gguf_file is None:
