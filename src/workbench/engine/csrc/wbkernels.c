@@ -307,27 +307,32 @@ T_AVX2 static inline float sum32_avx2(const float *x) {
 T_AVX2 static void block_sums_avx2(const float *x, int K, float *xs) {
     for (int b = 0; b < K / 32; b++) xs[b] = sum32_avx2(x + b * 32);
 }
+/* One block of 32 activations rounded to integers in [-levels, levels] (round to nearest even, as
+ * lrintf in the default rounding mode), in four 8-lane vectors; returns the block's scale. */
+T_AVX2 static inline float round_block_avx2(const float *xb, float levels, __m256i n[4]) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 v[4];
+    for (int i = 0; i < 4; i++) v[i] = _mm256_loadu_ps(xb + 8 * i);
+    __m256 mx = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                              _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float scale = _mm_cvtss_f32(m4) / levels, inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+    const __m256 iv = _mm256_set1_ps(inv);
+    for (int i = 0; i < 4; i++) n[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], iv));
+    return scale;
+}
+
 T_AVX2 static void quantize_act_avx2(const float *x, int K, float *packed) {
     const int nb = K / 32;
     int8_t *q = (int8_t *)packed;
     float *d = (float *)(q + K);
     int32_t *sums = (int32_t *)(d + nb);
-    const __m256 sign = _mm256_set1_ps(-0.0f);
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (int b = 0; b < nb; b++) {
-        const float *xb = x + b * 32;
-        __m256 v[4];
-        for (int i = 0; i < 4; i++) v[i] = _mm256_loadu_ps(xb + 8 * i);
-        __m256 mx = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
-                                  _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
-        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
-        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-        const float amax = _mm_cvtss_f32(m4);
-        const float scale = amax / 127.0f, inv = scale > 0.0f ? 1.0f / scale : 0.0f;
-        const __m256 iv = _mm256_set1_ps(inv);
-        __m256i n[4]; /* round to nearest even, as lrintf does in the default rounding mode */
-        for (int i = 0; i < 4; i++) n[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], iv));
+        __m256i n[4];
+        const float scale = round_block_avx2(x + b * 32, 127.0f, n);
         const __m256i s01 = _mm256_add_epi32(n[0], n[1]), s23 = _mm256_add_epi32(n[2], n[3]);
         const __m256i s = _mm256_add_epi32(s01, s23);
         __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
@@ -418,27 +423,44 @@ T_AVX2 static void permute_rows_avx2(const float *x, int M, int K, float *out) {
  * lane 0 and scales it by -8 at the end). Two accumulators take even and odd blocks, so the FMA
  * latency does not bind. Before: each scale through a zeroed register and a 16-bit insert, a
  * scalar mul+add chain for m, and the x-layout branch inside the block loop -- about 45
- * instructions per block of 32 weights, 2.9 ns; now about 30 (`permuted` and `has_min` are
- * constants in each of the four inlined copies). */
+ * instructions per block of 32 weights, 2.9 ns; now about 30. The `q4q16` rows (int16
+ * activations, act16) share the loop; `has_min`, `permuted` and `act16` are constants in each
+ * inlined copy. */
+/* One Q4 block against 32 int16 activations: the 8 lanes of int32 pair sums. Byte i, widened to
+ * 16 bits, holds element i in its low nibble and element i+16 above it: one mask and one shift. */
+T_AVX2 static inline __m256i q4_block_q16a_avx2(const uint8_t *q, const int16_t *xb) {
+    const __m256i bytes = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)q));
+    const __m256i lo = _mm256_and_si256(bytes, _mm256_set1_epi16(0x0F));
+    const __m256i hi = _mm256_srli_epi16(bytes, 4);
+    return _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_loadu_si256((const __m256i *)xb)),
+                            _mm256_madd_epi16(hi, _mm256_loadu_si256((const __m256i *)(xb + 16))));
+}
+/* A Q4 block's 8-lane products with x: fp32 x in the permuted or natural order, or (act16) the
+ * block's int16 activations, whose integer pair sums are converted once. */
+T_AVX2 static inline __attribute__((always_inline)) __m256 q4_block_any(const uint8_t *q, const float *xv, int b,
+                                                                         const int permuted, const int act16) {
+    if (act16) return _mm256_cvtepi32_ps(q4_block_q16a_avx2(q, act16_q(xv) + b * 32));
+    return permuted ? q4_block_avx2(q, xv + b * 32) : q4_block_widen_avx2(q, xv + b * 32);
+}
 T_AVX2 static inline __attribute__((always_inline)) void q4_rows_loop(
     const uint8_t *w, size_t stride, int nb, const float *xv, const float *xs, float *y, int n0, int n1, int acc,
-    const int has_min, const int permuted) {
+    const int has_min, const int permuted, const int act16) {
     const int bsz = has_min ? 20 : 18, off = has_min ? 4 : 2;
+    const float *xd = act16 ? act16_d(xv, nb) : NULL; /* int16 activations: each block's scale */
     for (int n = n0; n < n1; n++) {
         const uint8_t *blk = w + (size_t)n * stride;
-        const float *xb = xv;
         __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
         __m128 mc = _mm_setzero_ps();
         int b = 0;
-        for (; b + 2 <= nb; b += 2, blk += 2 * bsz, xb += 64) {
+        for (; b + 2 <= nb; b += 2, blk += 2 * bsz) {
             int32_t s0, s1;
             memcpy(&s0, blk, 4);
             memcpy(&s1, blk + bsz, 4);
             const __m128 dm0 = _mm_cvtph_ps(_mm_cvtsi32_si128(s0)), dm1 = _mm_cvtph_ps(_mm_cvtsi32_si128(s1));
-            const __m256 v0 = permuted ? q4_block_avx2(blk + off, xb) : q4_block_widen_avx2(blk + off, xb);
-            const __m256 v1 = permuted ? q4_block_avx2(blk + bsz + off, xb + 32) : q4_block_widen_avx2(blk + bsz + off, xb + 32);
-            a0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(dm0), v0, a0);
-            a1 = _mm256_fmadd_ps(_mm256_broadcastss_ps(dm1), v1, a1);
+            const __m128 sc0 = act16 ? _mm_mul_ss(dm0, _mm_load_ss(xd + b)) : dm0;
+            const __m128 sc1 = act16 ? _mm_mul_ss(dm1, _mm_load_ss(xd + b + 1)) : dm1;
+            a0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(sc0), q4_block_any(blk + off, xv, b, permuted, act16), a0);
+            a1 = _mm256_fmadd_ps(_mm256_broadcastss_ps(sc1), q4_block_any(blk + bsz + off, xv, b + 1, permuted, act16), a1);
             mc = _mm_fmadd_ps(dm0, _mm_set1_ps(xs[b]), mc);
             mc = _mm_fmadd_ps(dm1, _mm_set1_ps(xs[b + 1]), mc);
         }
@@ -446,8 +468,8 @@ T_AVX2 static inline __attribute__((always_inline)) void q4_rows_loop(
             int32_t s0;
             memcpy(&s0, blk, 4);
             const __m128 dm0 = _mm_cvtph_ps(_mm_cvtsi32_si128(s0));
-            const __m256 v0 = permuted ? q4_block_avx2(blk + off, xb) : q4_block_widen_avx2(blk + off, xb);
-            a0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(dm0), v0, a0);
+            const __m128 sc0 = act16 ? _mm_mul_ss(dm0, _mm_load_ss(xd + b)) : dm0;
+            a0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(sc0), q4_block_any(blk + off, xv, b, permuted, act16), a0);
             mc = _mm_fmadd_ps(dm0, _mm_set1_ps(xs[b]), mc);
         }
         const float m = has_min ? _mm_cvtss_f32(_mm_shuffle_ps(mc, mc, 1)) : -8.0f * _mm_cvtss_f32(mc);
@@ -458,14 +480,14 @@ T_AVX2 static void q4_rows_avx2(const uint8_t *w, size_t stride, int nb, const f
                                 float *y, int n0, int n1, int acc, int has_min) {
     const int K = nb * 32;
     if (K > Q4_PERMUTE_MAX_K) { /* x in natural order, widening kernel */
-        if (has_min) q4_rows_loop(w, stride, nb, x, xs, y, n0, n1, acc, 1, 0);
-        else q4_rows_loop(w, stride, nb, x, xs, y, n0, n1, acc, 0, 0);
+        if (has_min) q4_rows_loop(w, stride, nb, x, xs, y, n0, n1, acc, 1, 0, 0);
+        else q4_rows_loop(w, stride, nb, x, xs, y, n0, n1, acc, 0, 0, 0);
         return;
     }
     float xp[K];
     permute_rows_avx2(x, 1, K, xp);
-    if (has_min) q4_rows_loop(w, stride, nb, xp, xs, y, n0, n1, acc, 1, 1);
-    else q4_rows_loop(w, stride, nb, xp, xs, y, n0, n1, acc, 0, 1);
+    if (has_min) q4_rows_loop(w, stride, nb, xp, xs, y, n0, n1, acc, 1, 1, 0);
+    else q4_rows_loop(w, stride, nb, xp, xs, y, n0, n1, acc, 0, 1, 0);
 }
 T_AVX2 static void q4_1_rows_avx2(const uint8_t *w, size_t stride, int nb, const float *x, const float *xs,
                                   float *y, int n0, int n1, int acc) {
@@ -674,20 +696,9 @@ T_AVX2 static void quantize_act16_avx2(const float *x, int K, float *packed) {
     const int nb = K / 32;
     int16_t *q = (int16_t *)packed;
     float *d = (float *)(q + K);
-    const __m256 sign = _mm256_set1_ps(-0.0f);
     for (int b = 0; b < nb; b++) {
-        const float *xb = x + b * 32;
-        __m256 v[4];
-        for (int i = 0; i < 4; i++) v[i] = _mm256_loadu_ps(xb + 8 * i);
-        __m256 mx = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
-                                  _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
-        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
-        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-        const float scale = _mm_cvtss_f32(m4) / 32767.0f, inv = scale > 0.0f ? 1.0f / scale : 0.0f;
-        const __m256 iv = _mm256_set1_ps(inv);
-        __m256i n[4]; /* round to nearest even, as lrintf */
-        for (int i = 0; i < 4; i++) n[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], iv));
+        __m256i n[4];
+        const float scale = round_block_avx2(x + b * 32, 32767.0f, n);
         /* packs interleave 64-bit quarters (a0-3 b0-3 | a4-7 b4-7): the permute restores the order */
         _mm256_storeu_si256((__m256i *)(q + b * 32), _mm256_permute4x64_epi64(_mm256_packs_epi32(n[0], n[1]), 0xD8));
         _mm256_storeu_si256((__m256i *)(q + b * 32 + 16), _mm256_permute4x64_epi64(_mm256_packs_epi32(n[2], n[3]), 0xD8));
@@ -695,57 +706,13 @@ T_AVX2 static void quantize_act16_avx2(const float *x, int K, float *packed) {
     }
 }
 
-/* One Q4 block against 32 int16 activations: the 8 lanes of int32 pair sums. Byte i, widened to
- * 16 bits, holds element i in its low nibble and element i+16 above it: one mask and one shift. */
-T_AVX2 static inline __m256i q4_block_q16a_avx2(const uint8_t *q, const int16_t *xb) {
-    const __m256i bytes = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)q));
-    const __m256i lo = _mm256_and_si256(bytes, _mm256_set1_epi16(0x0F));
-    const __m256i hi = _mm256_srli_epi16(bytes, 4);
-    return _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_loadu_si256((const __m256i *)xb)),
-                            _mm256_madd_epi16(hi, _mm256_loadu_si256((const __m256i *)(xb + 16))));
-}
-T_AVX2 static inline __attribute__((always_inline)) void q4_rows_q16a_loop(
-    const uint8_t *w, size_t stride, int nb, const float *xp, const float *xs, float *y, int n0, int n1, int acc,
-    const int has_min) {
-    const int bsz = has_min ? 20 : 18, off = has_min ? 4 : 2;
-    const int16_t *xq = act16_q(xp);
-    const float *xd = act16_d(xp, nb);
-    for (int n = n0; n < n1; n++) {
-        const uint8_t *blk = w + (size_t)n * stride;
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-        __m128 mc = _mm_setzero_ps();
-        int b = 0;
-        for (; b + 2 <= nb; b += 2, blk += 2 * bsz) {
-            int32_t s0, s1;
-            memcpy(&s0, blk, 4);
-            memcpy(&s1, blk + bsz, 4);
-            const __m128 dm0 = _mm_cvtph_ps(_mm_cvtsi32_si128(s0)), dm1 = _mm_cvtph_ps(_mm_cvtsi32_si128(s1));
-            const __m256i p0 = q4_block_q16a_avx2(blk + off, xq + b * 32);
-            const __m256i p1 = q4_block_q16a_avx2(blk + bsz + off, xq + b * 32 + 32);
-            a0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_mul_ss(dm0, _mm_load_ss(xd + b))), _mm256_cvtepi32_ps(p0), a0);
-            a1 = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_mul_ss(dm1, _mm_load_ss(xd + b + 1))), _mm256_cvtepi32_ps(p1), a1);
-            mc = _mm_fmadd_ps(dm0, _mm_set1_ps(xs[b]), mc);
-            mc = _mm_fmadd_ps(dm1, _mm_set1_ps(xs[b + 1]), mc);
-        }
-        if (b < nb) {
-            int32_t s0;
-            memcpy(&s0, blk, 4);
-            const __m128 dm0 = _mm_cvtph_ps(_mm_cvtsi32_si128(s0));
-            const __m256i p0 = q4_block_q16a_avx2(blk + off, xq + b * 32);
-            a0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_mul_ss(dm0, _mm_load_ss(xd + b))), _mm256_cvtepi32_ps(p0), a0);
-            mc = _mm_fmadd_ps(dm0, _mm_set1_ps(xs[b]), mc);
-        }
-        const float m = has_min ? _mm_cvtss_f32(_mm_shuffle_ps(mc, mc, 1)) : -8.0f * _mm_cvtss_f32(mc);
-        y[n] = hsum256(_mm256_add_ps(a0, a1)) + m + (acc ? y[n] : 0.0f);
-    }
-}
 T_AVX2 static void q4_1_rows_q16a_avx2(const uint8_t *w, size_t stride, int nb, const float *x, const float *xs,
                                        float *y, int n0, int n1, int acc) {
-    q4_rows_q16a_loop(w, stride, nb, x, xs, y, n0, n1, acc, 1);
+    q4_rows_loop(w, stride, nb, x, xs, y, n0, n1, acc, 1, 1, 1);
 }
 T_AVX2 static void q4_0_rows_q16a_avx2(const uint8_t *w, size_t stride, int nb, const float *x, const float *xs,
                                        float *y, int n0, int n1, int acc) {
-    q4_rows_q16a_loop(w, stride, nb, x, xs, y, n0, n1, acc, 0);
+    q4_rows_loop(w, stride, nb, x, xs, y, n0, n1, acc, 0, 1, 1);
 }
 T_AVX2 static void q8_0_rows_q16a_avx2(const uint8_t *w, size_t stride, int nb, const float *xp, const float *xs,
                                        float *y, int n0, int n1, int acc) {
@@ -893,53 +860,34 @@ static void pick_isa(void) {
     g_isa = isa;
 }
 
+/* The kernel for a block type out of one family's three (NULL for any other type). */
+static rows_fn by_qtype(int qtype, rows_fn q4_1, rows_fn q4_0, rows_fn q8_0) {
+    return qtype == WB_Q4_1 ? q4_1 : qtype == WB_Q4_0 ? q4_0 : qtype == WB_Q8_0 ? q8_0 : NULL;
+}
+
 static rows_fn rows_q8a_for(int qtype) {
     pick_isa();
 #ifdef WB_X86
-    if (g_isa >= ISA_AVX2) {
-        if (qtype == WB_Q4_1) return q4_1_rows_q8a_avx2;
-        if (qtype == WB_Q4_0) return q4_0_rows_q8a_avx2;
-        if (qtype == WB_Q8_0) return q8_0_rows_q8a_avx2;
-    }
+    if (g_isa >= ISA_AVX2) return by_qtype(qtype, q4_1_rows_q8a_avx2, q4_0_rows_q8a_avx2, q8_0_rows_q8a_avx2);
 #endif
-    if (qtype == WB_Q4_1) return q4_1_rows_q8a_scalar;
-    if (qtype == WB_Q4_0) return q4_0_rows_q8a_scalar;
-    if (qtype == WB_Q8_0) return q8_0_rows_q8a_scalar;
-    return NULL;
+    return by_qtype(qtype, q4_1_rows_q8a_scalar, q4_0_rows_q8a_scalar, q8_0_rows_q8a_scalar);
 }
 
 static rows_fn rows_q16a_for(int qtype) {
     pick_isa();
 #ifdef WB_X86
-    if (g_isa >= ISA_AVX2) {
-        if (qtype == WB_Q4_1) return q4_1_rows_q16a_avx2;
-        if (qtype == WB_Q4_0) return q4_0_rows_q16a_avx2;
-        if (qtype == WB_Q8_0) return q8_0_rows_q16a_avx2;
-    }
+    if (g_isa >= ISA_AVX2) return by_qtype(qtype, q4_1_rows_q16a_avx2, q4_0_rows_q16a_avx2, q8_0_rows_q16a_avx2);
 #endif
-    if (qtype == WB_Q4_1) return q4_1_rows_q16a_scalar;
-    if (qtype == WB_Q4_0) return q4_0_rows_q16a_scalar;
-    if (qtype == WB_Q8_0) return q8_0_rows_q16a_scalar;
-    return NULL;
+    return by_qtype(qtype, q4_1_rows_q16a_scalar, q4_0_rows_q16a_scalar, q8_0_rows_q16a_scalar);
 }
 
 static rows_fn rows_for(int qtype) {
     pick_isa();
 #ifdef WB_X86
-    if (g_isa == ISA_AVX512) {
-        if (qtype == WB_Q4_1) return q4_1_rows_512;
-        if (qtype == WB_Q4_0) return q4_0_rows_512;
-        if (qtype == WB_Q8_0) return q8_0_rows_512;
-    } else if (g_isa == ISA_AVX2) {
-        if (qtype == WB_Q4_1) return q4_1_rows_avx2;
-        if (qtype == WB_Q4_0) return q4_0_rows_avx2;
-        if (qtype == WB_Q8_0) return q8_0_rows_avx2;
-    }
+    if (g_isa == ISA_AVX512) return by_qtype(qtype, q4_1_rows_512, q4_0_rows_512, q8_0_rows_512);
+    if (g_isa == ISA_AVX2) return by_qtype(qtype, q4_1_rows_avx2, q4_0_rows_avx2, q8_0_rows_avx2);
 #endif
-    if (qtype == WB_Q4_1) return q4_1_rows_scalar;
-    if (qtype == WB_Q4_0) return q4_0_rows_scalar;
-    if (qtype == WB_Q8_0) return q8_0_rows_scalar;
-    return NULL;
+    return by_qtype(qtype, q4_1_rows_scalar, q4_0_rows_scalar, q8_0_rows_scalar);
 }
 
 /** The instruction set the kernels use on this CPU: 0 scalar, 1 AVX2, 2 AVX-512. */
