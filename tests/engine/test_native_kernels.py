@@ -145,9 +145,44 @@ def test_gemm_does_not_depend_on_thread_count(kernels: NativeKernels, threads: i
     assert torch.equal(kernels.gemm("Q4_1", x, w, 1000, threads=threads), kernels.gemm("Q4_1", x, w, 1000, threads=1))
 
 
+def _rounded_product_bound(dense: torch.Tensor, x: torch.Tensor, levels: int) -> torch.Tensor:
+    """The largest |error| x rounded per 32-block to integers in [-levels, levels] can put in
+    x @ W.T: each value moves at most half a step (block amax / levels / 2), plus fp32 slack."""
+    amax = x.abs().reshape(x.shape[0], -1, 32).amax(dim=-1, keepdim=True)
+    step = (amax / levels / 2).expand(-1, -1, 32).reshape(x.shape).double()
+    slack = 1e-5 * (x.double().abs() @ dense.double().abs().T)
+    return step @ dense.double().abs().T + slack
+
+
+@pytest.mark.parametrize("qtype", QTYPES)
+@pytest.mark.parametrize(("activations", "levels"), [("q16", 32767), ("q8", 127)])
+def test_integer_activation_rows_are_the_rounded_product(kernels: NativeKernels, qtype: str, activations: str,
+                                                         levels: int) -> None:
+    """The q4q16 / q4q8 row kernels of every block type (not only the ones SmolLM2 has) are the
+    dense product up to the rounding of x: within the bound, and 16 bits far closer than 8."""
+    n, k = 200, 576
+    w = random_blocks(qtype, n, k, seed=7)
+    x = torch.randn(3, k, generator=torch.Generator().manual_seed(8)) * torch.linspace(0.1, 4, k)
+    dense = kernels.dequant(qtype, w, n, k)
+    want = F.linear(x.double(), dense.double())
+    got = kernels.gemm(qtype, x, w, n, activations=activations)
+    err = (got.double() - want).abs()
+    assert (err <= _rounded_product_bound(dense, x, levels)).all(), err.max()
+    assert err.max() > 0  # really the rounded path
+    acc = torch.ones(3, n)
+    kernels.gemm(qtype, x, w, n, acc, accumulate=True, activations=activations)
+    assert torch.allclose(acc, got + 1, atol=1e-5)
+    if activations == "q16":
+        coarse = (kernels.gemm(qtype, x, w, n, activations="q8").double() - want).abs()
+        assert err.max() * 50 < coarse.max()
+    with pytest.raises(KernelError, match="activations"):
+        kernels.gemm(qtype, x, w, n, activations="q4")
+
+
 def test_scalar_and_vector_paths_agree(tmp_path: Path) -> None:
-    """Forcing the scalar code in a fresh process gives the same products (up to rounding order)."""
-    w = random_blocks("Q4_1", 64, 576)
+    """Forcing the scalar code in a fresh process gives the same products (up to rounding order),
+    for every block type, with fp32 and with 16-bit activations."""
+    w = {q: random_blocks(q, 64, 576) for q in QTYPES}
     x = torch.randn(2, 576, generator=torch.Generator().manual_seed(3))
     torch.save({"w": w, "x": x}, tmp_path / "in.pt")
     script = (
@@ -156,7 +191,8 @@ def test_scalar_and_vector_paths_agree(tmp_path: Path) -> None:
         "d = torch.load(sys.argv[1])\n"
         "k = load_kernels()\n"
         "print(k.isa)\n"
-        "torch.save(k.gemm('Q4_1', d['x'], d['w'], 64), sys.argv[2])\n"
+        "torch.save({(q, a): k.gemm(q, d['x'], d['w'][q], 64, activations=a) for q in d['w'] for a in ('f32', 'q16')},"
+        " sys.argv[2])\n"
     )
     env = {**os.environ, "WORKBENCH_KERNEL_ISA": "scalar"}
     out = subprocess.run(
@@ -166,8 +202,10 @@ def test_scalar_and_vector_paths_agree(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "scalar"
     scalar = torch.load(tmp_path / "out.pt")
-    vector = load_kernels().gemm("Q4_1", x, w, 64)
-    assert torch.allclose(scalar, vector, atol=1e-4, rtol=1e-5)
+    assert len(scalar) == 2 * len(QTYPES)
+    for (qtype, act), product in scalar.items():
+        vector = load_kernels().gemm(qtype, x, w[qtype], 64, activations=act)
+        assert torch.allclose(product, vector, atol=1e-4, rtol=1e-5), (qtype, act, (product - vector).abs().max())
 
 
 # -- bad calls are exceptions -----------------------------------------------------------------------

@@ -53,7 +53,7 @@ __all__ = [
 BLOCK_BYTES = {"Q4_1": 20, "Q4_0": 18, "Q8_0": 34}
 #: GGML type ids, as the C code names quantization types.
 GGML_TYPE_IDS = {"Q4_0": 2, "Q4_1": 3, "Q8_0": 8}
-ABI_VERSION = 8
+ABI_VERSION = 9
 ISA_NAMES = {0: "scalar", 1: "avx2", 2: "avx512"}
 _FLAGS = ["-O3", "-pthread", "-fPIC", "-ffp-contract=off"]
 
@@ -66,6 +66,10 @@ _ERRORS = {
     -6: "the kernel could not allocate its scratch memory",
     -7: "an inconsistent model configuration",
 }
+
+
+#: Activation packings of the row kernels, as the C code numbers them (ACT_F32, ACT_Q8, ACT_Q16).
+_ACTIVATIONS = {"f32": 0, "q8": 1, "q16": 2}
 
 
 class NativeUnavailable(RuntimeError):
@@ -137,6 +141,9 @@ class NativeKernels:
         self._gemm = lib.wb_gemm
         self._gemm.argtypes = [i, vp, i64, i, i, vp, i64, i, vp, i64, i, i]
         self._gemm.restype = i
+        self._gemm_act = lib.wb_gemm_act
+        self._gemm_act.argtypes = [i, i, vp, i64, i, i, vp, i64, i, vp, i64, i, i]
+        self._gemm_act.restype = i
         self._dequant = lib.wb_dequant
         self._dequant.argtypes = [i, vp, i64, i, i, vp, i64, i]
         self._dequant.restype = i
@@ -165,9 +172,13 @@ class NativeKernels:
     # -- matrix products -------------------------------------------------------------------------
     def gemm(
         self, qtype: str, x: torch.Tensor, w: torch.Tensor, n: int, out: torch.Tensor | None = None,
-        *, accumulate: bool = False, threads: int | None = None,
+        *, accumulate: bool = False, threads: int | None = None, activations: str = "f32",
     ) -> torch.Tensor:
-        """``x[M,K] @ W[n,K].T`` for ``w`` the raw GGUF rows (uint8); adds into ``out`` if ``accumulate``."""
+        """``x[M,K] @ W[n,K].T`` for ``w`` the raw GGUF rows (uint8); adds into ``out`` if ``accumulate``.
+        ``activations``: ``"f32"``, or ``"q16"``/``"q8"`` to run the row kernels a ``q4q16``/``q4q8``
+        decode step runs, x rounded per 32-block as there."""
+        if activations not in _ACTIVATIONS:
+            raise KernelError(f"activations must be one of {sorted(_ACTIVATIONS)}, not {activations!r}")
         qt = _qtype_id(qtype)
         _require(x, "x", torch.float32, 2)
         _require(w, "w", torch.uint8)
@@ -182,7 +193,12 @@ class NativeKernels:
         if k % 32 or w.numel() != n * (k // 32) * BLOCK_BYTES[qtype]:
             raise KernelError(f"w holds {w.numel()} bytes, not {n} rows of {k} {qtype} values")
         nt = threads or torch.get_num_threads()
-        rc = self._gemm(qt, x.data_ptr(), x.numel(), m, k, w.data_ptr(), w.numel(), n, out.data_ptr(), out.numel(), nt, int(accumulate))
+        if activations == "f32":
+            rc = self._gemm(qt, x.data_ptr(), x.numel(), m, k, w.data_ptr(), w.numel(), n, out.data_ptr(), out.numel(),
+                            nt, int(accumulate))
+        else:
+            rc = self._gemm_act(_ACTIVATIONS[activations], qt, x.data_ptr(), x.numel(), m, k, w.data_ptr(), w.numel(),
+                                n, out.data_ptr(), out.numel(), nt, int(accumulate))
         _check(rc, f"{qtype} gemm")
         return out
 

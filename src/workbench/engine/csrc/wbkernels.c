@@ -897,7 +897,7 @@ int wb_isa(void) {
 }
 
 /** The library's interface version; native.py refuses a stale build. */
-int wb_abi_version(void) { return 8; }
+int wb_abi_version(void) { return 9; }
 
 /** Return free heap memory to the system where the C library can (glibc). */
 void wb_release_free_memory(void) {
@@ -1154,6 +1154,36 @@ int wb_gemm(int qtype, const float *x, int64_t x_len, int M, int K, const uint8_
     pthread_mutex_lock(&g_pool_owner);
     pool_size(nthreads);
     gemm_locked(qtype, x, M, K, w, N, y, acc, scratch);
+    pthread_mutex_unlock(&g_pool_owner);
+    free(scratch);
+    return WB_OK;
+}
+
+/** wb_gemm, one row of x at a time, with x's activations packed as a decode step packs them (act:
+ * ACT_F32, ACT_Q8 or ACT_Q16): the integer-activation row kernels' own entry, so tests can hold
+ * every block type's kernels against the dense product, not only the types one model has. */
+int wb_gemm_act(int act, int qtype, const float *x, int64_t x_len, int M, int K, const uint8_t *w, int64_t w_len,
+                int N, float *y, int64_t y_len, int nthreads, int acc) {
+    const int bsz = block_bytes(qtype);
+    if (!bsz) return WB_E_QTYPE;
+    if (act != ACT_F32 && act != ACT_Q8 && act != ACT_Q16) return WB_E_CONFIG;
+    if (!x || !w || !y) return WB_E_NULL;
+    if (M <= 0 || K <= 0 || N <= 0 || K % 32 || nthreads <= 0) return WB_E_SHAPE;
+    const int nb = K / 32;
+    const size_t stride = (size_t)nb * bsz;
+    if (x_len < (int64_t)M * K || y_len < (int64_t)M * N || w_len < (int64_t)N * (int64_t)stride) return WB_E_SIZE;
+    const int64_t per_row = nb + act_buf_floats(K);
+    float *scratch = (float *)malloc(sizeof(float) * (size_t)per_row);
+    if (!scratch) return WB_E_NOMEM;
+    pthread_mutex_lock(&g_pool_owner);
+    pool_size(nthreads);
+    for (int r = 0; r < M; r++) {
+        const float *xr = x + (size_t)r * K;
+        block_sums(xr, K, scratch);
+        gemm_job j = {rows_for_act(act, qtype), w, stride, nb, N, 1, K, pack_act(act, xr, K, scratch + nb), scratch,
+                      y + (size_t)r * N, acc, qtype, NULL};
+        pool_run(gemm_chunk, &j, chunks_of(N));
+    }
     pthread_mutex_unlock(&g_pool_owner);
     free(scratch);
     return WB_OK;
