@@ -413,19 +413,6 @@ T_AVX2 static void permute_rows_avx2(const float *x, int M, int K, float *out) {
     }
 }
 
-/* One row at a time: measured faster in the decode step than 2 or 4 interleaved rows (one
- * sequential stream through weights that do not fit the cache).
- *
- * The loop is compute-bound (the same ns per block with the matrix in L2 as streamed from DRAM),
- * so its instruction count is its speed. Per block the scales d and m are one 32-bit load and one
- * fp16 conversion ([d, m, ..] in one register): d is broadcast, and m * (block sum of x) goes into
- * lane 1 of a small vector FMA chain (Q4_0, whose block starts with d alone, keeps d * block sum in
- * lane 0 and scales it by -8 at the end). Two accumulators take even and odd blocks, so the FMA
- * latency does not bind. Before: each scale through a zeroed register and a 16-bit insert, a
- * scalar mul+add chain for m, and the x-layout branch inside the block loop -- about 45
- * instructions per block of 32 weights, 2.9 ns; now about 30. The `q4q16` rows (int16
- * activations, act16) share the loop; `has_min`, `permuted` and `act16` are constants in each
- * inlined copy. */
 /* One Q4 block against 32 int16 activations: the 8 lanes of int32 pair sums. Byte i, widened to
  * 16 bits, holds element i in its low nibble and element i+16 above it: one mask and one shift. */
 T_AVX2 static inline __m256i q4_block_q16a_avx2(const uint8_t *q, const int16_t *xb) {
@@ -442,6 +429,19 @@ T_AVX2 static inline __attribute__((always_inline)) __m256 q4_block_any(const ui
     if (act16) return _mm256_cvtepi32_ps(q4_block_q16a_avx2(q, act16_q(xv) + b * 32));
     return permuted ? q4_block_avx2(q, xv + b * 32) : q4_block_widen_avx2(q, xv + b * 32);
 }
+/* One row at a time: measured faster in the decode step than 2 or 4 interleaved rows (one
+ * sequential stream through weights that do not fit the cache).
+ *
+ * The loop is compute-bound (the same ns per block with the matrix in L2 as streamed from DRAM),
+ * so its instruction count is its speed. Per block the scales d and m are one 32-bit load and one
+ * fp16 conversion ([d, m, ..] in one register): d is broadcast, and m * (block sum of x) goes into
+ * lane 1 of a small vector FMA chain (Q4_0, whose block starts with d alone, keeps d * block sum in
+ * lane 0 and scales it by -8 at the end). Two accumulators take even and odd blocks, so the FMA
+ * latency does not bind. Before: each scale through a zeroed register and a 16-bit insert, a
+ * scalar mul+add chain for m, and the x-layout branch inside the block loop -- about 45
+ * instructions per block of 32 weights, 2.9 ns; now about 30. The `q4q16` rows (int16
+ * activations, act16) share the loop; `has_min`, `permuted` and `act16` are constants in each
+ * inlined copy. */
 T_AVX2 static inline __attribute__((always_inline)) void q4_rows_loop(
     const uint8_t *w, size_t stride, int nb, const float *xv, const float *xs, float *y, int n0, int n1, int acc,
     const int has_min, const int permuted, const int act16) {
@@ -906,26 +906,6 @@ void wb_release_free_memory(void) {
 #endif
 }
 
-static void quantize_act(const float *x, int K, float *packed) {
-#ifdef WB_X86
-    if (g_isa >= ISA_AVX2) {
-        quantize_act_avx2(x, K, packed);
-        return;
-    }
-#endif
-    quantize_act_scalar(x, K, packed);
-}
-
-static void quantize_act16(const float *x, int K, float *packed) {
-#ifdef WB_X86
-    if (g_isa >= ISA_AVX2) {
-        quantize_act16_avx2(x, K, packed);
-        return;
-    }
-#endif
-    quantize_act16_scalar(x, K, packed);
-}
-
 /* Activation modes of a decode step (cfg[C_ACT]). */
 enum { ACT_F32 = 0, ACT_Q8 = 1, ACT_Q16 = 2 };
 
@@ -935,9 +915,14 @@ static rows_fn rows_for_act(int act, int qtype) {
 
 /* x packed for the kernels of activation mode `act` into buf (returned), or x itself for fp32. */
 static const float *pack_act(int act, const float *x, int K, float *buf) {
-    if (act == ACT_Q8) quantize_act(x, K, buf);
-    else if (act == ACT_Q16) quantize_act16(x, K, buf);
-    else return x;
+    if (act == ACT_F32) return x;
+#ifdef WB_X86
+    if (g_isa >= ISA_AVX2) {
+        (act == ACT_Q8 ? quantize_act_avx2 : quantize_act16_avx2)(x, K, buf);
+        return buf;
+    }
+#endif
+    (act == ACT_Q8 ? quantize_act_scalar : quantize_act16_scalar)(x, K, buf);
     return buf;
 }
 
@@ -1141,14 +1126,22 @@ static void gemm_locked(int qtype, const float *x, int M, int K, const uint8_t *
     pool_run(gemm_chunk, &j, chunks_of(N));
 }
 
-int wb_gemm(int qtype, const float *x, int64_t x_len, int M, int K, const uint8_t *w, int64_t w_len, int N,
-            float *y, int64_t y_len, int nthreads, int acc) {
+/* What both gemm entries check before touching memory. */
+static int check_gemm(int qtype, const float *x, int64_t x_len, int M, int K, const uint8_t *w, int64_t w_len, int N,
+                      const float *y, int64_t y_len, int nthreads) {
     const int bsz = block_bytes(qtype);
     if (!bsz) return WB_E_QTYPE;
     if (!x || !w || !y) return WB_E_NULL;
     if (M <= 0 || K <= 0 || N <= 0 || K % 32 || nthreads <= 0) return WB_E_SHAPE;
-    const size_t stride = (size_t)(K / 32) * bsz;
-    if (x_len < (int64_t)M * K || y_len < (int64_t)M * N || w_len < (int64_t)N * (int64_t)stride) return WB_E_SIZE;
+    const int64_t stride = (int64_t)(K / 32) * bsz;
+    if (x_len < (int64_t)M * K || y_len < (int64_t)M * N || w_len < (int64_t)N * stride) return WB_E_SIZE;
+    return WB_OK;
+}
+
+int wb_gemm(int qtype, const float *x, int64_t x_len, int M, int K, const uint8_t *w, int64_t w_len, int N,
+            float *y, int64_t y_len, int nthreads, int acc) {
+    const int rc = check_gemm(qtype, x, x_len, M, K, w, w_len, N, y, y_len, nthreads);
+    if (rc != WB_OK) return rc;
     float *scratch = (float *)malloc(sizeof(float) * gemm_scratch_floats(M, K));
     if (!scratch) return WB_E_NOMEM;
     pthread_mutex_lock(&g_pool_owner);
@@ -1164,14 +1157,11 @@ int wb_gemm(int qtype, const float *x, int64_t x_len, int M, int K, const uint8_
  * every block type's kernels against the dense product, not only the types one model has. */
 int wb_gemm_act(int act, int qtype, const float *x, int64_t x_len, int M, int K, const uint8_t *w, int64_t w_len,
                 int N, float *y, int64_t y_len, int nthreads, int acc) {
-    const int bsz = block_bytes(qtype);
-    if (!bsz) return WB_E_QTYPE;
+    const int rc = check_gemm(qtype, x, x_len, M, K, w, w_len, N, y, y_len, nthreads);
+    if (rc != WB_OK) return rc;
     if (act != ACT_F32 && act != ACT_Q8 && act != ACT_Q16) return WB_E_CONFIG;
-    if (!x || !w || !y) return WB_E_NULL;
-    if (M <= 0 || K <= 0 || N <= 0 || K % 32 || nthreads <= 0) return WB_E_SHAPE;
     const int nb = K / 32;
-    const size_t stride = (size_t)nb * bsz;
-    if (x_len < (int64_t)M * K || y_len < (int64_t)M * N || w_len < (int64_t)N * (int64_t)stride) return WB_E_SIZE;
+    const size_t stride = (size_t)nb * block_bytes(qtype);
     const int64_t per_row = nb + act_buf_floats(K);
     float *scratch = (float *)malloc(sizeof(float) * (size_t)per_row);
     if (!scratch) return WB_E_NOMEM;
