@@ -271,10 +271,10 @@ def test_gguf_type_table_equals_gguf_py() -> None:
     """Our copy of the GGML type table (kept so loading needs no gguf-py import) is gguf-py's."""
     import gguf
 
-    from workbench.engine.gguf_weights import _GGML_TYPES
+    from workbench.engine.gguf_weights import GGML_TYPES
 
     theirs = {int(t): (t.name, block, size) for t, (block, size) in gguf.GGML_QUANT_SIZES.items()}
-    assert _GGML_TYPES == theirs
+    assert GGML_TYPES == theirs
 
 
 def test_vocabulary_strings_are_read_on_demand_and_equal_the_file(gguf_path: Path) -> None:

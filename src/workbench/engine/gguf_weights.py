@@ -24,6 +24,7 @@ __all__ = [
     "GGUFError",
     "GGUFFile",
     "GGUFStrings",
+    "GGML_TYPES",
     "RawTensor",
     "default_smollm2_path",
     "unpermute_rope_rows",
@@ -83,7 +84,7 @@ def unpermute_rope_rows(rows: np.ndarray, n_head: int) -> np.ndarray:
 #: ``GGML_QUANT_SIZES`` (a test keeps them equal). Our own copy because importing ``gguf`` (and the yaml it
 #: pulls in) added 2.4 MiB to every engine process that only reads blocks; it is
 #: imported only to dequantize (the fp32 and torch-kernel weight modes).
-_GGML_TYPES: dict[int, tuple[str, int, int]] = {
+GGML_TYPES: dict[int, tuple[str, int, int]] = {
     0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20), 6: ("Q5_0", 32, 22),
     7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34), 9: ("Q8_1", 32, 40), 10: ("Q2_K", 256, 84),
     11: ("Q3_K", 256, 110), 12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176), 14: ("Q6_K", 256, 210),
@@ -272,9 +273,9 @@ class GGUFFile:
         data_start = (hp.pos + align - 1) // align * align
         self._tensors: dict[str, _TensorInfo] = {}
         for name, dims, type_id, offset in infos:
-            if type_id not in _GGML_TYPES:
+            if type_id not in GGML_TYPES:
                 raise GGUFError(f"tensor {name!r} has unknown type id {type_id}")
-            _, block, type_size = _GGML_TYPES[type_id]
+            _, block, type_size = GGML_TYPES[type_id]
             count = int(np.prod(dims)) if dims else 1
             nbytes = count // block * type_size
             start = data_start + offset
@@ -319,7 +320,7 @@ class GGUFFile:
 
     def qtype(self, name: str) -> str:
         """GGML type name (``Q4_1``, ``F32`` ...) of a tensor."""
-        return _GGML_TYPES[self._tensor(name).type_id][0]
+        return GGML_TYPES[self._tensor(name).type_id][0]
 
     def raw(self, name: str, *, rope_heads: int | None = None) -> RawTensor:
         """Stored rows for ``name`` (a view of the mapped file); ``rope_heads`` un-permutes Q/K rows
@@ -345,7 +346,7 @@ class GGUFFile:
         raw = self.raw(name, rope_heads=rope_heads)
         if raw.qtype == "F32":
             return torch.from_numpy(raw.data.reshape(raw.shape))  # a view of the map, no copy
-        import gguf  # only here: see _GGML_TYPES
+        import gguf  # only here: see GGML_TYPES
 
         qtype = gguf.GGMLQuantizationType(self._tensor(name).type_id)
         values = gguf.quants.dequantize(raw.data, qtype)

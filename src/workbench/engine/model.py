@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .gguf_weights import GGUFError, GGUFFile, split_q4_0, split_q4_1
-from .native import BLOCK_BYTES, GGML_TYPE_IDS, NativeKernels, load_kernels
+from .native import ACTIVATIONS, BLOCK_BYTES, GGML_TYPE_IDS, NativeKernels, load_kernels
 from .quant import (
     DenseEmbedding,
     DenseLinear,
@@ -43,8 +43,8 @@ WeightsMode = Literal["q4", "fp32", "bf16", "int4pack", "int8", "q4q8", "q4q16"]
 #: ``q4q16`` (the default, see :mod:`workbench.engine`): as ``q4``, but decode rounds activations to
 #: 16 bits per 32-block for integer multiply-adds, each off by at most 1/65534 of its block's largest.
 WEIGHT_MODES: tuple[WeightsMode, ...] = ("q4", "fp32", "bf16", "int4pack", "int8", "q4q8", "q4q16")
-#: Decode's activation packing per mode, as the C kernels number them (ACT_F32, ACT_Q8, ACT_Q16).
-_ACT_MODES: dict[str, int] = {"q4": 0, "q4q8": 1, "q4q16": 2}
+#: The block modes (our C kernels) and the activation packing of their decode steps.
+_MODE_ACTIVATIONS: dict[str, str] = {"q4": "f32", "q4q8": "q8", "q4q16": "q16"}
 
 Embedding = DenseEmbedding | NativeBlockEmbedding
 
@@ -244,7 +244,7 @@ class LlamaModel:
         (avx2, extension); decode step in one native call``. Names any projection that is not on
         the mode's kernels, so a partial fallback is visible too."""
         lins: list[LinearLike] = [self.lm_head] + [x for L in self.layers for x in (L.qkv, L.o, L.gate_up, L.down)]
-        if self.mode not in _ACT_MODES:
+        if self.mode not in _MODE_ACTIVATIONS:
             math = "fp32 math, torch" if self.mode == "fp32" else "bfloat16 math, torch (drifts from fp32)"
             return f"{self.mode}: {math}"
         native = [x for x in lins if isinstance(x, NativeBlockLinear)]
@@ -275,7 +275,7 @@ class LlamaModel:
         cfg = LlamaConfig.from_gguf(f)
         report = progress or (lambda _frac, _msg: None)
         report(0.0, "reading embeddings")
-        kernels = load_kernels() if mode in _ACT_MODES else None
+        kernels = load_kernels() if mode in _MODE_ACTIVATIONS else None
         embed: Embedding
         if kernels is not None and f.qtype("token_embd.weight") in BLOCK_BYTES:
             emb_lin = _native_linear(f, ["token_embd.weight"], [None], kernels)
@@ -463,7 +463,8 @@ class _NativeDecoder:
         self.ptrs = torch.tensor(ptrs, dtype=torch.int64)
         self.cfg_t = torch.tensor(
             [cfg.num_layers, cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads,
-             cfg.head_dim, cfg.vocab_size, *qtypes, int(model.rope_interleaved), _ACT_MODES[model.mode]],
+             cfg.head_dim, cfg.vocab_size, *qtypes, int(model.rope_interleaved),
+             ACTIVATIONS[_MODE_ACTIVATIONS[model.mode]]],
             dtype=torch.int32,
         )
         self.logits = torch.empty(1, cfg.vocab_size)

@@ -39,8 +39,10 @@ from pathlib import Path
 import torch
 
 from ._cache import engine_cache_dir
+from .gguf_weights import GGML_TYPES
 
 __all__ = [
+    "ACTIVATIONS",
     "BLOCK_BYTES",
     "GGML_TYPE_IDS",
     "KernelError",
@@ -50,9 +52,11 @@ __all__ = [
     "load_kernels",
 ]
 
-BLOCK_BYTES = {"Q4_1": 20, "Q4_0": 18, "Q8_0": 34}
-#: GGML type ids, as the C code names quantization types.
-GGML_TYPE_IDS = {"Q4_0": 2, "Q4_1": 3, "Q8_0": 8}
+#: The block types the kernels multiply: GGML type id (as the C code names them) and bytes per
+#: 32-value block, from the one GGML type table.
+_KERNEL_QTYPES = ("Q4_1", "Q4_0", "Q8_0")
+GGML_TYPE_IDS = {name: type_id for type_id, (name, _, _) in GGML_TYPES.items() if name in _KERNEL_QTYPES}
+BLOCK_BYTES = {name: size for name, _, size in GGML_TYPES.values() if name in _KERNEL_QTYPES}
 ABI_VERSION = 9
 ISA_NAMES = {0: "scalar", 1: "avx2", 2: "avx512"}
 _FLAGS = ["-O3", "-pthread", "-fPIC", "-ffp-contract=off"]
@@ -69,7 +73,7 @@ _ERRORS = {
 
 
 #: Activation packings of the row kernels, as the C code numbers them (ACT_F32, ACT_Q8, ACT_Q16).
-_ACTIVATIONS = {"f32": 0, "q8": 1, "q16": 2}
+ACTIVATIONS = {"f32": 0, "q8": 1, "q16": 2}
 
 
 class NativeUnavailable(RuntimeError):
@@ -177,8 +181,8 @@ class NativeKernels:
         """``x[M,K] @ W[n,K].T`` for ``w`` the raw GGUF rows (uint8); adds into ``out`` if ``accumulate``.
         ``activations``: ``"f32"``, or ``"q16"``/``"q8"`` to run the row kernels a ``q4q16``/``q4q8``
         decode step runs, x rounded per 32-block as there."""
-        if activations not in _ACTIVATIONS:
-            raise KernelError(f"activations must be one of {sorted(_ACTIVATIONS)}, not {activations!r}")
+        if activations not in ACTIVATIONS:
+            raise KernelError(f"activations must be one of {sorted(ACTIVATIONS)}, not {activations!r}")
         qt = _qtype_id(qtype)
         _require(x, "x", torch.float32, 2)
         _require(w, "w", torch.uint8)
@@ -197,7 +201,7 @@ class NativeKernels:
             rc = self._gemm(qt, x.data_ptr(), x.numel(), m, k, w.data_ptr(), w.numel(), n, out.data_ptr(), out.numel(),
                             nt, int(accumulate))
         else:
-            rc = self._gemm_act(_ACTIVATIONS[activations], qt, x.data_ptr(), x.numel(), m, k, w.data_ptr(), w.numel(),
+            rc = self._gemm_act(ACTIVATIONS[activations], qt, x.data_ptr(), x.numel(), m, k, w.data_ptr(), w.numel(),
                                 n, out.data_ptr(), out.numel(), nt, int(accumulate))
         _check(rc, f"{qtype} gemm")
         return out
