@@ -76,8 +76,8 @@ def _fresh(prompt: str, number: int) -> str:
     """`prompt` made new for this round (``Question N: ...``), the same text for every contender.
     llama-server keeps the KV of earlier prompts in RAM (``--cache-ram``, 8 GiB by default) and
     answers a repeated prompt without prefilling it (TTFT p50 26 ms at 1 thread against 55-62 ms
-    for new prompts here), while our prompt cache keeps only the last conversation; a chat's next
-    prompt is new, so each round's prompts are. ``--repeat-prompts`` measures the repeated case."""
+    for new prompts here); our prompt cache keeps earlier prompts too (32 MiB). A chat's next
+    prompt is new, so each round's prompts are; ``--repeat-prompts`` measures the repeated case."""
     return f"Question {number}: {prompt}"
 
 

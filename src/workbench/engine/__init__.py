@@ -111,7 +111,7 @@ class LlamaEngine:
             fallback = None
         engine = cls(model, tokenizer, gguf_path, n_threads, model.mode)
         engine.requested_weights, engine.fallback_reason = weights, fallback
-        del f  # the metadata's Python lists (vocabulary, merges) were only for building the tokenizer
+        del f  # the header's metadata (the vocabulary read from the map) was only for the tokenizer
         report(0.99, "warming up")
         engine.warm_up()
         engine.release_free_memory()

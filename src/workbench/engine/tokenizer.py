@@ -86,7 +86,7 @@ def tokenizer_from_gguf_metadata(metadata: Mapping[str, Any], source: str = "GGU
                 (control if kind_id == _CONTROL else user_defined).append(
                     AddedToken(token, normalized=False, special=kind_id == _CONTROL)
                 )
-    tokenizer = Tokenizer(_bpe(tokens, merges, alphabet))
+    tokenizer = Tokenizer(_bpe(tokens, merges))
     split = _PRE_SPLITS.get(str(metadata.get("tokenizer.ggml.pre") or ""))
     if split is None:
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
@@ -103,9 +103,10 @@ def tokenizer_from_gguf_metadata(metadata: Mapping[str, Any], source: str = "GGU
     return tokenizer
 
 
-def _bpe(tokens: Sequence[str], merges: Sequence[str], alphabet: set[str]) -> models.BPE:
+def _bpe(tokens: Sequence[str], merges: Sequence[str]) -> models.BPE:
     """The BPE model; its Python-side vocabulary and merge pairs are gone when this returns."""
     spelling = _byte_alphabet()
+    alphabet = set(spelling.values())
     vocab = {
         token if set(token) <= alphabet else "".join(spelling[b] for b in token.encode("utf-8")): index
         for index, token in enumerate(tokens)
